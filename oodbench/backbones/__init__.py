@@ -1,0 +1,38 @@
+"""Backbones: open_clip models with the preprocessing that belongs to their weights.
+
+``load_backbone("ViT-B-16:openai")`` resolves any open_clip ``ARCH:TAG`` or ``ARCH:/path``;
+registered names (``toy``, ``tiny-random`` and the papers' presets) are listed by
+``oodbench list backbones``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from oodbench.registry import BACKBONES
+
+if TYPE_CHECKING:
+    from oodbench.backbones.base import Backbone
+
+_OPENCLIP = "oodbench.backbones.openclip:OpenClipBackbone"
+BACKBONES.register_lazy("toy", "oodbench.backbones.toy:ToyBackbone",
+                        "built-in toy CLIP (ViT) trained on the toy world; runs offline on a CPU")
+BACKBONES.register_lazy("tiny-random", "oodbench.backbones.tiny:TinyRandomBackbone",
+                        "tiny random-init open_clip ViT, for tests (numbers mean nothing)")
+BACKBONES.register_lazy("ViT-B-16:openai", _OPENCLIP,
+                        "OpenAI CLIP ViT-B/16 (MCM, NegLabel, CMA, LAPT, KR-NFT, Local-Prompt)")
+BACKBONES.register_lazy("ViT-B-16:laion2b_s34b_b88k", _OPENCLIP,
+                        "open_clip ViT-B/16 LAION-2B (CLIPN's base model)")
+BACKBONES.register_lazy("ViT-B-32:openai", _OPENCLIP, "OpenAI CLIP ViT-B/32")
+BACKBONES.register_lazy("ViT-L-14:openai", _OPENCLIP, "OpenAI CLIP ViT-L/14")
+
+
+def load_backbone(
+    spec: str, device: str = "cpu", precision: str = "fp32", preprocess: dict | None = None
+) -> Backbone:
+    """Load a registered backbone or any open_clip ``ARCH:WEIGHTS`` spec."""
+    if spec in BACKBONES or ":" not in spec:
+        cls = BACKBONES.get(spec)  # unknown names raise with suggestions
+    else:
+        from oodbench.backbones.openclip import OpenClipBackbone as cls
+    return cls().load(spec, device=device, precision=precision, preprocess=preprocess)

@@ -1,0 +1,227 @@
+"""The ``oodbench`` command line: run, list, leaderboard, data, cache.
+
+User errors (unknown names, bad configs, missing data) print one message and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import yaml
+
+from oodbench.errors import ConfigError, OodbenchError
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        return [int(t) for t in _csv(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds must be integers like 0,1,2; got {text!r}") from None
+
+
+def _param(text: str) -> tuple[str, str, object]:
+    """'mcm.temperature=0.5' -> ('mcm', 'temperature', 0.5) (value parsed as YAML)."""
+    key, eq, value = text.partition("=")
+    det, dot, field = key.partition(".")
+    if not eq or not dot or not det or not field:
+        raise argparse.ArgumentTypeError(f"--param expects DETECTOR.FIELD=VALUE, got {text!r}")
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError:
+        parsed = value
+    return det, field, parsed
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation and tests)."""
+    p = argparse.ArgumentParser(prog="oodbench", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="extract features once, score detectors, write result records")
+    r.add_argument("--spec", type=Path, help="YAML run spec (command-line flags override it)")
+    r.add_argument("--detector", "--detectors", dest="detectors", type=_csv,
+                   help="detector name(s), comma-separated, e.g. mcm,energy")
+    r.add_argument("--protocol", help="protocol name (oodbench list protocols)")
+    r.add_argument("--backbone", help="backbone name or open_clip ARCH:WEIGHTS (default: toy)")
+    r.add_argument("--seeds", type=_seeds, help="comma-separated seeds (default 0)")
+    r.add_argument("--param", action="append", type=_param, default=[],
+                   help="hyperparameter override DETECTOR.FIELD=VALUE (repeatable)")
+    r.add_argument("--data-root", help="data root (default $OODBENCH_DATA)")
+    r.add_argument("--cache-dir", help="cache directory (default $OODBENCH_CACHE or .oodbench-cache)")
+    r.add_argument("--results-dir", help="results directory (default results)")
+    r.add_argument("--device", help="auto | cpu | cuda[:N] (default auto)")
+    r.add_argument("--precision", choices=["fp32", "fp16", "bf16"], help="backbone precision")
+    r.add_argument("--interpolation", choices=["bicubic", "bilinear", "nearest"],
+                   help="override the weights' resize interpolation")
+    r.add_argument("--resize", type=int, help="override the resize size (shorter side)")
+    r.add_argument("--crop", type=int, help="override the center-crop size")
+    r.add_argument("--batch-size", type=int)
+    r.add_argument("--workers", type=int, help="data loader workers (default: cores - 1)")
+    r.add_argument("--limit", type=int, help="at most N images per set (smoke runs)")
+    r.add_argument("--quiet", action="store_true", help="no progress bars or status lines")
+
+    ls = sub.add_parser("list", help="list registered detectors, protocols or backbones")
+    ls.add_argument("what", choices=["detectors", "protocols", "backbones"])
+
+    lb = sub.add_parser("leaderboard", help="build CSV + markdown leaderboards from result records")
+    lb.add_argument("--results-dir", default="results")
+    lb.add_argument("--out", help="output folder (default <results-dir>/leaderboard)")
+    lb.add_argument("--plots", action="store_true", help="also write ROC curves and histograms")
+    lb.add_argument("--quiet", action="store_true")
+
+    d = sub.add_parser("data", help="check a data root for a protocol")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    dc = dsub.add_parser("check", help="verify layout and counts; say what is missing and where")
+    dc.add_argument("protocol")
+    dc.add_argument("--data-root")
+    dc.add_argument("--cache-dir")
+
+    c = sub.add_parser("cache", help="inspect and maintain the feature cache")
+    csub = c.add_subparsers(dest="cache_command", required=True)
+    for name, text in (("ls", "list entries"), ("verify", "check every entry's checksum"),
+                       ("gc", "remove damaged entries and stale chunks")):
+        cp = csub.add_parser(name, help=text)
+        cp.add_argument("--cache-dir")
+        if name == "gc":
+            cp.add_argument("--older-than-days", type=float)
+            cp.add_argument("--dry-run", action="store_true")
+    return p
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from oodbench.runner import RunSpec, run
+
+    base: dict = {}
+    if args.spec:
+        base = load_yaml(args.spec)
+    flags = {
+        "detectors": args.detectors, "protocol": args.protocol, "backbone": args.backbone,
+        "seeds": args.seeds, "data_root": args.data_root, "cache_dir": args.cache_dir,
+        "results_dir": args.results_dir, "device": args.device, "precision": args.precision,
+        "batch_size": args.batch_size, "workers": args.workers, "limit": args.limit,
+    }
+    spec = {**base, **{k: v for k, v in flags.items() if v is not None}}
+    if args.quiet:
+        spec["quiet"] = True
+    pp = {k: v for k, v in (("interpolation", args.interpolation), ("resize", args.resize),
+                            ("crop", args.crop)) if v is not None}
+    if pp:
+        spec["preprocess"] = {**spec.get("preprocess", {}), **pp}
+    for det, field, value in args.param:
+        spec.setdefault("params", {}).setdefault(det, {})[field] = value
+    spec.setdefault("backbone", "toy")
+    if "protocol" not in spec:
+        raise ConfigError("no protocol given: pass --protocol NAME (oodbench list protocols)")
+    run(RunSpec.from_dict(spec, where=str(args.spec) if args.spec else "command line"))
+    return 0
+
+
+def load_yaml(path: Path) -> dict:
+    """Read a YAML run spec safely, with the file named in any error."""
+    if not Path(path).is_file():
+        raise ConfigError(f"run spec {path} does not exist")
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"run spec {path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"run spec {path} must be a mapping of fields")
+    return data
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    import oodbench
+
+    reg = {"detectors": oodbench.DETECTORS, "protocols": oodbench.PROTOCOLS,
+           "backbones": oodbench.BACKBONES}[args.what]
+    table = Table(show_header=True, header_style="bold", box=None)
+    table.add_column(args.what[:-1])
+    table.add_column("description")
+    for name in reg.names():
+        table.add_row(name, reg.describe(name))
+    Console(width=200).print(table)
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from oodbench.leaderboard import build_leaderboards
+
+    written = build_leaderboards(Path(args.results_dir), Path(args.out) if args.out else None,
+                                 plots=args.plots)
+    if not args.quiet:
+        for path in written:
+            print(path)
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from oodbench.features.cache import default_cache_dir
+    from oodbench.registry import PROTOCOLS
+
+    proto = PROTOCOLS.get(args.protocol)()
+    root = args.data_root or os.environ.get("OODBENCH_DATA")
+    cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    problems = proto.check(Path(root) if root else None, cache)
+    if problems:
+        print(f"data root {root} is not ready for {args.protocol}:", file=sys.stderr)
+        for pr in problems:
+            print(f"  - {pr}", file=sys.stderr)
+        return 2
+    for w in getattr(proto, "count_warnings", lambda r: [])(Path(root)) if root else []:
+        print(f"  warning: {w}", file=sys.stderr)
+    print(f"{args.protocol}: data root {root or '(built-in)'} is ready")
+    return 0
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from oodbench.features.cache import Cache
+
+    cache = Cache(args.cache_dir)
+    if args.cache_command == "ls":
+        entries = cache.entries()
+        for e in entries:
+            what = e.spec.get("kind") or e.spec.get("detector", {}).get("name") or "text"
+            print(f"{e.level:7s} {e.key}  {e.bytes / 1e6:9.2f} MB  {what}")
+        print(f"{len(entries)} entries, {sum(e.bytes for e in entries) / 1e6:.1f} MB in {cache.root}")
+        return 0
+    if args.cache_command == "verify":
+        bad = cache.verify()
+        for d, why in bad:
+            print(f"damaged: {d}: {why}")
+        print(f"{len(cache.entries())} entries checked, {len(bad)} damaged"
+              + (" (run `oodbench cache gc` to remove them)" if bad else ""))
+        return 1 if bad else 0
+    removed = cache.gc(args.older_than_days, dry_run=args.dry_run)
+    for p in removed:
+        print(("would remove " if args.dry_run else "removed ") + str(p))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``oodbench`` console script."""
+    args = build_parser().parse_args(argv)
+    handlers = {"run": cmd_run, "list": cmd_list, "leaderboard": cmd_leaderboard,
+                "data": cmd_data, "cache": cmd_cache}
+    try:
+        return handlers[args.command](args)
+    except OodbenchError as e:
+        print(f"oodbench: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("oodbench: interrupted; finished chunks and records are kept, rerun to resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

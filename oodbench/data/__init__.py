@@ -1,0 +1,1 @@
+"""Image lists (manifests), image loading and preprocessing, class names and prompt templates."""

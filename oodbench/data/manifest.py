@@ -1,0 +1,181 @@
+"""Manifests: the image lists every dataset is read through.
+
+A manifest is a list of (relative path, label, optional sha256) under a data root. Labels index the
+protocol's class list; OOD images carry -1. The on-disk format is one entry per line,
+``relative/path<TAB>label[<TAB>sha256]``; whitespace-separated ``path label`` lines (OpenOOD's
+``benchmark_imglist`` format) read the same way. Paths must stay inside the root.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path, PurePosixPath
+
+from oodbench.errors import DataError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """An ordered image list under ``root``; ``labels[i]`` is -1 for OOD/unlabelled images."""
+
+    name: str
+    root: Path
+    paths: tuple[str, ...]
+    labels: tuple[int, ...]
+    checksums: tuple[str, ...] | None = None
+    source: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if len(self.paths) != len(self.labels):
+            raise DataError(f"manifest {self.name!r}: {len(self.paths)} paths but {len(self.labels)} labels")
+        if self.checksums is not None and len(self.checksums) != len(self.paths):
+            raise DataError(f"manifest {self.name!r}: checksum count does not match path count")
+        for p in self.paths:
+            check_relative(p, where=f"manifest {self.name!r}")
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def digest(self) -> str:
+        """sha256 of the entries (paths, labels, checksums): identifies exactly which images."""
+        h = hashlib.sha256()
+        for i, (p, y) in enumerate(zip(self.paths, self.labels)):
+            c = self.checksums[i] if self.checksums else ""
+            h.update(f"{p}\t{y}\t{c}\n".encode())
+        return h.hexdigest()
+
+    def subset(self, indices: Sequence[int], name: str | None = None) -> Manifest:
+        """A manifest of the given entries, in the given order."""
+        return replace(
+            self,
+            name=name or self.name,
+            paths=tuple(self.paths[i] for i in indices),
+            labels=tuple(self.labels[i] for i in indices),
+            checksums=tuple(self.checksums[i] for i in indices) if self.checksums else None,
+        )
+
+    def limit(self, n: int | None) -> Manifest:
+        """At most ``n`` entries, evenly spaced so that every part of the list is represented."""
+        if n is None or n >= len(self):
+            return self
+        if n <= 0:
+            raise DataError(f"--limit must be positive, got {n}")
+        step = len(self) / n
+        return self.subset([int(i * step) for i in range(n)])
+
+    def absolute(self, i: int) -> Path:
+        """The file of entry ``i`` on disk."""
+        return self.root / self.paths[i]
+
+    def missing(self) -> list[str]:
+        """Relative paths of entries that do not exist under the root."""
+        return [p for p in self.paths if not (self.root / p).is_file()]
+
+
+def check_relative(path: str, where: str) -> None:
+    """Refuse absolute paths and paths that climb out of the data root with '..'."""
+    pp = PurePosixPath(path.replace("\\", "/"))
+    if pp.is_absolute() or path.startswith(("/", "\\")) or (len(path) > 1 and path[1] == ":"):
+        raise DataError(f"{where}: path {path!r} is absolute; manifest paths must be relative to the data root")
+    if ".." in pp.parts:
+        raise DataError(f"{where}: path {path!r} escapes the data root with '..'; refused")
+    if not path.strip():
+        raise DataError(f"{where}: empty path")
+
+
+def parse_manifest_lines(lines: Iterable[str], name: str, root: Path, source: str = "") -> Manifest:
+    """Parse ``path<TAB>label[<TAB>sha256]`` or whitespace ``path label`` lines into a Manifest."""
+    paths: list[str] = []
+    labels: list[int] = []
+    sums: list[str] = []
+    for lineno, raw in enumerate(lines, 1):
+        line = raw.rstrip("\n").rstrip("\r")
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        parts = line.split("\t") if "\t" in line else line.split()
+        where = f"{source or name}, line {lineno}"
+        if len(parts) < 2 or len(parts) > 3:
+            raise DataError(f"{where}: expected 'path label [sha256]', got {line!r}")
+        try:
+            label = int(parts[1])
+        except ValueError:
+            raise DataError(f"{where}: label {parts[1]!r} is not an integer") from None
+        if label < -1:
+            raise DataError(f"{where}: label {label} is below -1 (use -1 for OOD images)")
+        check_relative(parts[0], where)
+        paths.append(parts[0])
+        labels.append(label)
+        if len(parts) == 3:
+            sums.append(parts[2].strip().lower())
+    if sums and len(sums) != len(paths):
+        raise DataError(f"{source or name}: some lines have a checksum and some do not")
+    return Manifest(name, root, tuple(paths), tuple(labels), tuple(sums) or None, source=source)
+
+
+def read_manifest(path: Path, root: Path, name: str | None = None, prefix: str = "") -> Manifest:
+    """Read a manifest or an OpenOOD image list file; ``prefix`` is prepended to every path."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"image list {path} does not exist")
+    text = path.read_text(encoding="utf-8", errors="strict").splitlines()
+    if prefix:
+        text = [prefix.rstrip("/") + "/" + ln.lstrip() if ln.strip() and not ln.startswith("#")
+                else ln for ln in text]
+    return parse_manifest_lines(text, name or path.stem, Path(root), source=str(path))
+
+
+def write_manifest(manifest: Manifest, path: Path) -> None:
+    """Write a manifest atomically in the tab-separated format."""
+    from oodbench.io import atomic_write_text
+
+    lines = [f"# oodbench manifest {manifest.name}: path<TAB>label[<TAB>sha256], root-relative"]
+    for i, (p, y) in enumerate(zip(manifest.paths, manifest.labels)):
+        lines.append(f"{p}\t{y}\t{manifest.checksums[i]}" if manifest.checksums else f"{p}\t{y}")
+    atomic_write_text(Path(path), "\n".join(lines) + "\n")
+
+
+def scan_image_folder(
+    root: Path, subdir: str, name: str, classes: Sequence[str] | None = None, ood: bool = False
+) -> Manifest:
+    """Manifest of ``root/subdir``: class sub-folders in sorted order (ImageFolder), or a flat folder.
+
+    With ``ood=True`` every label is -1. With ``classes`` given, sub-folders are matched to that
+    order and an unexpected folder is an error.
+    """
+    base = Path(root) / subdir
+    if not base.is_dir():
+        raise DataError(f"{name}: folder {base} does not exist")
+    entries = sorted(os.scandir(base), key=lambda e: e.name)
+    dirs = [e.name for e in entries if e.is_dir()]
+    files = [e.name for e in entries if e.is_file() and e.name.lower().endswith(IMAGE_SUFFIXES)]
+    paths: list[str] = []
+    labels: list[int] = []
+    if dirs and not files:
+        order = list(classes) if classes is not None else dirs
+        index = {c: i for i, c in enumerate(order)}
+        for d in dirs:
+            if d not in index:
+                raise DataError(f"{name}: unexpected class folder {base / d}")
+            for f in sorted(_images_below(base / d)):
+                paths.append(f"{subdir}/{d}/{f}")
+                labels.append(-1 if ood else index[d])
+    else:
+        for f in files:
+            paths.append(f"{subdir}/{f}")
+            labels.append(-1)
+    return Manifest(name, Path(root), tuple(paths), tuple(labels), source=str(base))
+
+
+def _images_below(folder: Path) -> list[str]:
+    out = []
+    for dirpath, _, fnames in os.walk(folder):
+        rel = os.path.relpath(dirpath, folder)
+        for f in fnames:
+            if f.lower().endswith(IMAGE_SUFFIXES):
+                out.append(f if rel == "." else f"{rel}/{f}")
+    return out

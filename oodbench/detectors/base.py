@@ -1,0 +1,227 @@
+"""The detector contract: the one extension point most users touch.
+
+A detector is one class, registered by name::
+
+    @DETECTORS.register("my-det")
+    class MyDetector(Detector):
+        '''One line saying what it computes.'''
+        version = "1"                      # bump on any score-changing edit
+        needs = frozenset({GLOBAL})        # what the runner must extract
+        @dataclass
+        class Params(DetectorParams):      # the paper's defaults; typed, validated
+            temperature: float = 1.0
+        def setup(self, ctx): ...          # text classifiers, mining, training; deterministic
+        def score(self, feats): ...        # (N,) higher = more in-distribution
+        def predict(self, feats): ...      # (N,) ID class index
+
+``feats`` maps a feature kind (``global``: (N, D) L2-normalised image embeddings; ``local``:
+(N, P, D) patch embeddings in the joint space) to float32 tensors on ``ctx.device``. Scores must not
+depend on how images are batched unless ``order_dependent`` is set. Text is encoded once, in
+``setup``, through ``ctx.encode_text`` (cached), never per image batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from oodbench.errors import ConfigError
+
+GLOBAL = "global"  # (N, D) L2-normalised global image embeddings
+LOCAL = "local"  # (N, P, D) patch embeddings projected into the joint space
+TRAIN = "train"  # features of the protocol's few-shot training split
+IMAGES = "images"  # raw training images (for detectors that augment)
+
+
+@dataclass
+class DetectorParams:
+    """Base of every detector's hyperparameters: a typed dataclass with the paper's defaults."""
+
+    def validate(self) -> None:
+        """Range checks; raise ConfigError naming the field. Override in subclasses."""
+
+    @classmethod
+    def from_dict(cls, values: dict | None, where: str = "") -> DetectorParams:
+        """Build from a dict, rejecting unknown fields and ill-typed values with the field's name."""
+        values = dict(values or {})
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(fields))
+        if unknown:
+            raise ConfigError(
+                f"{where}unknown hyperparameter(s) {unknown}; "
+                f"valid: {sorted(fields) or 'none (this detector takes no hyperparameters)'}"
+            )
+        hints = typing.get_type_hints(cls)
+        coerced = {k: _coerce(v, hints[k], f"{where}{k}") for k, v in values.items()}
+        obj = cls(**coerced)
+        obj.validate()
+        return obj
+
+    def to_dict(self) -> dict:
+        """Plain dict for records and cache keys."""
+        return dataclasses.asdict(self)
+
+
+def _coerce(value: Any, hint: Any, name: str) -> Any:
+    """Check ``value`` against a simple type hint; ints are accepted where floats are expected."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for arg in typing.get_args(hint):
+            if arg is type(None):
+                if value is None:
+                    return None
+                continue
+            try:
+                return _coerce(value, arg, name)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"hyperparameter {name}={value!r} does not match {hint}")
+    if origin is typing.Literal:
+        if value not in typing.get_args(hint):
+            raise ConfigError(f"hyperparameter {name}={value!r} must be one of {typing.get_args(hint)}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"hyperparameter {name}={value!r} must be a list")
+        (arg, *_) = typing.get_args(hint) or (Any,)
+        return origin(_coerce(v, arg, name) for v in value)
+    if hint is Any:
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is bool and not isinstance(value, bool):
+        raise ConfigError(f"hyperparameter {name}={value!r} must be true or false")
+    if isinstance(hint, type) and not isinstance(value, hint):
+        raise ConfigError(
+            f"hyperparameter {name}={value!r} has type {type(value).__name__}; expected {hint.__name__}"
+        )
+    if isinstance(hint, type) and hint in (int, float) and isinstance(value, bool):
+        raise ConfigError(f"hyperparameter {name}={value!r} must be a number, not a boolean")
+    return value
+
+
+def require(cond: bool, field_name: str, message: str) -> None:
+    """Raise ConfigError about ``field_name`` unless ``cond`` holds (for ``validate``)."""
+    if not cond:
+        raise ConfigError(f"hyperparameter {field_name}: {message}")
+
+
+@dataclass
+class NoParams(DetectorParams):
+    """For detectors without hyperparameters."""
+
+
+@dataclass
+class Context:
+    """What ``setup`` gets: backbone, protocol, seed, cached text encoding, split features, artifacts."""
+
+    backbone: Any
+    protocol: Any
+    seed: int
+    device: torch.device
+    encode_text: Callable[[list[str]], torch.Tensor]
+    split_features: Callable[[str, frozenset[str]], dict[str, np.ndarray]]
+    artifact_dir: Path
+    quiet: bool = True
+    info: dict = field(default_factory=dict)
+
+    @property
+    def classnames(self) -> list[str]:
+        """The ID label set the detector is tested with."""
+        return list(self.protocol.classnames)
+
+
+class Detector:
+    """Base class of every detector (see the module docstring for the contract)."""
+
+    name: ClassVar[str] = ""
+    version: ClassVar[str] = "1"
+    Params: ClassVar[type[DetectorParams]] = NoParams
+    needs: ClassVar[frozenset[str]] = frozenset({GLOBAL})
+    order_dependent: ClassVar[bool] = False
+    score_dtype: ClassVar[torch.dtype] = torch.float32
+
+    def __init__(self, params: DetectorParams | dict | None = None):
+        if isinstance(params, DetectorParams):
+            if not isinstance(params, self.Params):
+                raise ConfigError(f"{type(self).__name__} takes {self.Params.__name__}, got "
+                                  f"{type(params).__name__}")
+            params.validate()
+            self.params = params
+        else:
+            self.params = self.Params.from_dict(params, where=f"{self.name or type(self).__name__}.")
+        self.ready = False
+
+    def setup(self, ctx: Context) -> None:
+        """Prepare for one (backbone, protocol, seed): text classifiers, mining, training."""
+        self.ready = True
+
+    def score(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(N,) scores, higher = more in-distribution."""
+        raise NotImplementedError
+
+    def predict(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(N,) predicted ID class indices."""
+        raise NotImplementedError
+
+    def score_and_predict(self, feats: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both at once; override when they share work."""
+        return self.score(feats), self.predict(feats)
+
+    def describe(self) -> dict:
+        """Name, version and resolved hyperparameters, for the result record."""
+        return {"name": self.name, "version": self.version, "params": self.params.to_dict()}
+
+
+def cosine_logits(image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    """Raw cosine similarities (N, K) of L2-normalised image and text embeddings, in float32+."""
+    dtype = torch.promote_types(image.dtype, torch.float32)
+    return image.to(dtype) @ text.to(dtype).T
+
+
+@dataclass
+class ZeroShotParams(DetectorParams):
+    """Prompt template for the ID class text classifier."""
+
+    template: str = "a photo of a {}"
+
+    def validate(self) -> None:
+        require("{}" in self.template, "template", "must contain '{}' where the class name goes")
+
+
+class ZeroShotDetector(Detector):
+    """A detector over cosine logits against one text embedding per ID class (encoded once)."""
+
+    Params = ZeroShotParams
+
+    def setup(self, ctx: Context) -> None:
+        prompts = [self.params.template.format(c) for c in ctx.classnames]
+        self.text = ctx.encode_text(prompts).to(ctx.device, torch.float32)
+        self.ready = True
+
+    def logits(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(N, K) raw cosine similarities to the ID classes."""
+        return cosine_logits(feats[GLOBAL], self.text)
+
+    def predict(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.logits(feats).argmax(dim=1)
+
+    def score_and_predict(self, feats):
+        s = self.logits(feats)
+        return self.score_from_logits(s), s.argmax(dim=1)
+
+    def score(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.score_from_logits(self.logits(feats))
+
+    def score_from_logits(self, s: torch.Tensor) -> torch.Tensor:
+        """The OOD score from (N, K) cosines."""
+        raise NotImplementedError

@@ -1,0 +1,37 @@
+"""MCM: Maximum Concept Matching (Ming et al., NeurIPS 2022).
+
+score(x) = max_i softmax(s / T)_i with s_i the raw cosine (no x100) between the image and
+"a photo of a <class_i>" (no trailing period), T = 1, in float32 — as the official code computes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from oodbench.detectors.base import ZeroShotDetector, ZeroShotParams, require
+from oodbench.registry import DETECTORS
+
+
+@dataclass
+class MCMParams(ZeroShotParams):
+    """MCM's defaults: template 'a photo of a {}', temperature 1 on raw cosines."""
+
+    temperature: float = 1.0
+
+    def validate(self) -> None:
+        super().validate()
+        require(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
+
+
+@DETECTORS.register("mcm")
+class MCM(ZeroShotDetector):
+    """Maximum Concept Matching: max softmax of raw image-text cosines at T=1 (zero-shot)."""
+
+    name = "mcm"
+    version = "1"
+    Params = MCMParams
+
+    def score_from_logits(self, s: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(s / self.params.temperature, dim=1).max(dim=1).values

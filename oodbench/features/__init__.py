@@ -1,0 +1,1 @@
+"""Feature extraction and the content-addressed cache (text embeddings, image features, scores)."""

@@ -1,0 +1,159 @@
+"""One Registry type for detectors, protocols and backbones.
+
+Entries are registered either eagerly with a decorator::
+
+    @DETECTORS.register("mcm", description="Maximum Concept Matching")
+    class MCM(Detector): ...
+
+or lazily as ``"module:attr"`` strings, so that ``import oodbench`` and ``oodbench list`` never
+import torch or a heavy backend; the target is imported on first ``get``. A registry may require a
+base class, which is checked when the entry is resolved. Unknown names raise
+:class:`UnknownNameError`, which suggests the close names. Third-party packages add entries through
+an entry-point group (``oodbench.detectors`` for detectors), read on first use. ``freeze()`` stops
+further registration (used by tests to catch import-time side effects).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any, Generic, TypeVar
+
+from oodbench.errors import OodbenchError
+
+T = TypeVar("T")
+
+
+class UnknownNameError(OodbenchError, KeyError):
+    """A name that is not registered; the message suggests the closest registered names."""
+
+    def __init__(self, kind: str, name: str, known: list[str]):
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+        hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        self.message = (
+            f"unknown {kind} {name!r}.{hint} Known {kind}s: {', '.join(sorted(known)) or 'none'}."
+            f" (`oodbench list {kind}s` describes each.)"
+        )
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass
+class Entry:
+    """One registered name: a loaded object or a lazy ``module:attr`` target, plus a description."""
+
+    name: str
+    target: Any
+    description: str
+    lazy: bool
+
+
+class Registry(Generic[T]):
+    """A name -> object table with decorator registration, lazy entries and close-name errors."""
+
+    def __init__(
+        self, kind: str, base: type | str | None = None, entry_point_group: str | None = None
+    ):
+        self.kind = kind
+        self.base = base
+        self.entry_point_group = entry_point_group
+        self._entries: dict[str, Entry] = {}
+        self._frozen = False
+        self._plugins_loaded = entry_point_group is None
+
+    def register(self, name: str, description: str = "") -> Callable[[T], T]:
+        """Decorator that registers an object (usually a class) under ``name``."""
+
+        def decorate(obj: T) -> T:
+            self._add(Entry(name, obj, description or _first_doc_line(obj), lazy=False))
+            return obj
+
+        return decorate
+
+    def register_lazy(self, name: str, target: str, description: str) -> None:
+        """Register ``"module:attr"`` to be imported only when ``name`` is first requested."""
+        if ":" not in target:
+            raise ValueError(f"lazy target for {self.kind} {name!r} must be 'module:attr', got {target!r}")
+        self._add(Entry(name, target, description, lazy=True))
+
+    def _add(self, entry: Entry) -> None:
+        if self._frozen:
+            raise RuntimeError(f"the {self.kind} registry is frozen; cannot register {entry.name!r}")
+        old = self._entries.get(entry.name)
+        if old is not None and not (old.lazy and not entry.lazy):
+            if old.target is not entry.target:
+                raise ValueError(f"{self.kind} {entry.name!r} is already registered")
+        if old is not None and not entry.description:
+            entry.description = old.description
+        self._entries[entry.name] = entry
+
+    def freeze(self) -> None:
+        """Refuse any further registration."""
+        self._frozen = True
+
+    def _load_plugins(self) -> None:
+        if self._plugins_loaded:
+            return
+        self._plugins_loaded = True
+        for ep in entry_points(group=self.entry_point_group):
+            if ep.name not in self._entries:
+                self._entries[ep.name] = Entry(ep.name, ep.value, f"(plugin {ep.value})", lazy=True)
+
+    def names(self) -> list[str]:
+        """All registered names, sorted."""
+        self._load_plugins()
+        return sorted(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        self._load_plugins()
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def describe(self, name: str) -> str:
+        """The one-line description of ``name`` (never imports a lazy target)."""
+        return self._entry(name).description
+
+    def _entry(self, name: str) -> Entry:
+        self._load_plugins()
+        if name not in self._entries:
+            raise UnknownNameError(self.kind, name, list(self._entries))
+        return self._entries[name]
+
+    def get(self, name: str) -> T:
+        """The object registered as ``name``; imports a lazy entry and checks the base class."""
+        entry = self._entry(name)
+        if entry.lazy:
+            obj = _resolve(entry.target)
+            entry = self._entries[name] = Entry(name, obj, entry.description, lazy=False)
+        obj = entry.target
+        base = _resolve(self.base) if isinstance(self.base, str) else self.base
+        if base is not None and not (isinstance(obj, type) and issubclass(obj, base)):
+            raise TypeError(
+                f"{self.kind} {name!r} resolves to {obj!r}, which is not a subclass of "
+                f"{base.__module__}.{base.__qualname__}"
+            )
+        return obj
+
+
+def _resolve(target: str) -> Any:
+    module_name, attr = target.split(":", 1)
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def _first_doc_line(obj: Any) -> str:
+    doc = getattr(obj, "__doc__", None) or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+DETECTORS: Registry = Registry(
+    "detector", base="oodbench.detectors.base:Detector", entry_point_group="oodbench.detectors"
+)
+PROTOCOLS: Registry = Registry("protocol", base="oodbench.protocols.base:ProtocolDef")
+BACKBONES: Registry = Registry("backbone", base="oodbench.backbones.base:BackboneDef")

@@ -1,0 +1,369 @@
+"""Extract once, score many: resolve a run spec, get features, set up and score each detector.
+
+For each (detector, seed) the runner writes a :class:`~oodbench.record.ResultRecord` to
+``<results>/runs/<protocol>/<backbone>/<detector>/seed<k>.json`` with the per-image scores beside it
+(``.npz``). Image features are shared by every detector of the run and, through the cache, of later
+runs; scores are cached too, so a rerun that changes nothing recomputes nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import random
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from oodbench import metrics as M
+from oodbench.backbones import load_backbone
+from oodbench.detectors.base import GLOBAL, Context, Detector
+from oodbench.errors import ConfigError
+from oodbench.features.cache import Cache, default_cache_dir, spec_key
+from oodbench.features.extract import KIND_ENCODERS, ExtractStats, extract, feature_spec
+from oodbench.features.text import encode_text_cached
+from oodbench.io import atomic_save_npz
+from oodbench.progress import progress, say
+from oodbench.protocols.base import ImageSet, Protocol
+from oodbench.record import ResultRecord
+from oodbench.registry import DETECTORS, PROTOCOLS
+
+SCORE_BATCH = 4096
+
+
+@dataclass
+class RunSpec:
+    """What to run: detectors x protocol x backbone x seeds, and where to read and write."""
+
+    detectors: list[str]
+    protocol: str
+    backbone: str
+    seeds: list[int] = field(default_factory=lambda: [0])
+    params: dict[str, dict] = field(default_factory=dict)
+    data_root: str | None = None
+    cache_dir: str | None = None
+    results_dir: str = "results"
+    device: str = "auto"
+    precision: str = "fp32"
+    preprocess: dict = field(default_factory=dict)
+    batch_size: int = 128
+    workers: int | None = None
+    limit: int | None = None
+    chunk_size: int = 4096
+    quiet: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.detectors:
+            raise ConfigError("no detector given: pass --detector NAME[,NAME...]")
+        if isinstance(self.seeds, int):
+            self.seeds = [self.seeds]
+        for name in self.detectors:
+            DETECTORS.describe(name)  # unknown -> suggestions
+        PROTOCOLS.describe(self.protocol)  # unknown -> suggestions
+        unknown = sorted(set(self.params) - set(self.detectors))
+        if unknown:
+            raise ConfigError(f"params given for {unknown}, which are not among the detectors "
+                              f"{self.detectors}")
+        if self.batch_size <= 0:
+            raise ConfigError(f"batch_size must be positive, got {self.batch_size}")
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "run spec") -> RunSpec:
+        """Build from a YAML/JSON mapping, naming any unknown or ill-typed field."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"{where}: expected a mapping of fields, got {type(d).__name__}")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - set(fields))
+        if unknown:
+            raise ConfigError(f"{where}: unknown field(s) {unknown}; valid: {sorted(fields)}")
+        d = dict(d)
+        if isinstance(d.get("detectors"), str):
+            d["detectors"] = [s.strip() for s in d["detectors"].split(",") if s.strip()]
+        for name, kind in (("detectors", list), ("seeds", (list, int)), ("params", dict),
+                           ("protocol", str), ("backbone", str), ("batch_size", int)):
+            if name in d and not isinstance(d[name], kind):
+                raise ConfigError(f"{where}: field {name!r} has the wrong type "
+                                  f"({type(d[name]).__name__})")
+        try:
+            return cls(**d)
+        except TypeError as e:
+            raise ConfigError(f"{where}: {e}") from None
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda when available, else cpu."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was requested but no CUDA device is available")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def environment(device: torch.device) -> dict:
+    """Package versions, git commit and device, for the record."""
+    import open_clip
+    import sklearn
+
+    import oodbench
+
+    env = {
+        "oodbench": oodbench.__version__, "python": platform.python_version(),
+        "torch": torch.__version__, "open_clip": open_clip.__version__,
+        "numpy": np.__version__, "sklearn": sklearn.__version__,
+        "git_commit": git_commit(), "device": str(device), "platform": platform.platform(),
+    }
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+        env["cuda"] = torch.version.cuda
+    return env
+
+
+def git_commit() -> str | None:
+    """The commit of the oodbench checkout, if it is one (with '+dirty' for local changes)."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
+                             text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (sha + ("+dirty" if dirty else "")) or None
+
+
+def slug(text: str) -> str:
+    """A file-system safe name for a backbone spec or path."""
+    if "/" in text or "\\" in text:
+        arch, _, path = text.partition(":")
+        text = f"{arch}:{Path(path).stem}"
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+
+
+def record_stem(spec_dir: Path, detector: Detector, seed: int) -> Path:
+    """runs/<protocol>/<backbone>/<detector>[@params-hash]/seed<k> (hash when params differ)."""
+    default = type(detector).Params().to_dict()
+    params = detector.params.to_dict()
+    name = detector.name
+    if params != default:
+        name += "@" + spec_key(params)[:8]
+    return spec_dir / name / f"seed{seed}"
+
+
+class Features:
+    """Features of every set of a protocol, extracted (or loaded) once per run."""
+
+    def __init__(self, backbone, protocol: Protocol, cache: Cache, spec: RunSpec, bar):
+        self.backbone, self.protocol, self.cache, self.spec, self.bar = (
+            backbone, protocol, cache, spec, bar)
+        self.arrays: dict[str, dict[str, np.ndarray]] = {}
+        self.seconds = 0.0
+
+    def manifest(self, s: ImageSet):
+        return s.manifest.limit(self.spec.limit)
+
+    def get(self, s: ImageSet, kinds: list[str], log: dict | None = None) -> dict[str, np.ndarray]:
+        """Features of one set, extracting only the kinds not already held.
+
+        ``log[set][kind]`` says where each came from: memory (this run), cache, or extracted
+        (``chunks_reused`` of them from an interrupted earlier run).
+        """
+        held = self.arrays.setdefault(s.name, {})
+        need = [k for k in kinds if k not in held]
+        entry = {k: "memory" for k in kinds if k in held}
+        if need:
+            t = time.perf_counter()
+            st = ExtractStats()
+            held.update(extract(self.backbone, self.manifest(s), need, self.cache,
+                                batch_size=self.spec.batch_size, workers=self.spec.workers,
+                                chunk_size=self.spec.chunk_size, progress=self.bar, stats=st))
+            self.seconds += time.perf_counter() - t
+            entry.update({k: "cache" if st.hits[k] else "extracted" for k in need})
+            if st.images_encoded or st.chunks_reused:
+                entry["images_encoded"] = st.images_encoded
+                entry["chunks_reused"] = st.chunks_reused
+        if log is not None:
+            log[s.name] = entry
+        return {k: held[k] for k in kinds}
+
+
+def make_detector(name: str, params: dict | None) -> Detector:
+    """A fresh detector instance by registered name (its ``name`` set to the registered one)."""
+    det = DETECTORS.get(name)(params)
+    det.name = name
+    return det
+
+
+def run(spec: RunSpec) -> list[ResultRecord]:
+    """Execute a run spec; returns the records written."""
+    t_run = time.perf_counter()
+    cache = Cache(spec.cache_dir or default_cache_dir())
+    data_root = spec.data_root or os.environ.get("OODBENCH_DATA")
+    protocol = PROTOCOLS.get(spec.protocol)().build(Path(data_root) if data_root else None,
+                                                  cache.root)
+    for n in spec.detectors:  # fail on bad hyperparameters before any work
+        make_detector(n, spec.params.get(n))
+    device = resolve_device(spec.device)
+    backbone = load_backbone(spec.backbone, device=str(device), precision=spec.precision,
+                             preprocess=spec.preprocess or None)
+    env = environment(device)
+    say(f"[bold]oodbench[/] {protocol.name} v{protocol.version} | backbone {spec.backbone} | "
+        f"{', '.join(spec.detectors)} | seeds {spec.seeds} | {device}", spec.quiet)
+    records = []
+    with progress(spec.quiet) as bar:
+        feats = Features(backbone, protocol, cache, spec, bar)
+        for name in spec.detectors:
+            for seed in spec.seeds:
+                det = make_detector(name, spec.params.get(name))
+                rec = run_one(det, seed, protocol, backbone, feats, cache, spec, env)
+                records.append(rec)
+                g = rec.groups.get("average", {})
+                say(f"  {det.name} seed {seed}: AUROC {100 * g.get('auroc', float('nan')):.2f} "
+                    f"FPR95 {100 * g.get('fpr95', float('nan')):.2f} "
+                    f"ID acc {100 * (rec.id_accuracy or 0):.2f} "
+                    f"({rec.timings['total']:.1f}s)", spec.quiet)
+    say(f"done in {time.perf_counter() - t_run:.1f}s; records under "
+        f"{Path(spec.results_dir) / 'runs' / protocol.name}", spec.quiet)
+    return records
+
+
+def run_one(det: Detector, seed: int, protocol: Protocol, backbone, feats: Features, cache: Cache,
+            spec: RunSpec, env: dict) -> ResultRecord:
+    """Set up and score one detector with one seed; write its record and scores."""
+    extract_before = feats.seconds
+    kinds = [k for k in det.needs if k in KIND_ENCODERS] or [GLOBAL]
+    sets = protocol.sets()
+    image_log: dict = {}
+    arrays = {s.name: feats.get(s, kinds, image_log) for s in sets}
+    score_specs = {s.name: score_spec(det, seed, protocol, backbone, feats.manifest(s), kinds)
+                   for s in sets}
+    cached = {n: cache.load("scores", sp, mmap=False) for n, sp in score_specs.items()}
+    info: dict = {}
+    t_setup = time.perf_counter()
+    text_stats: dict = {}
+    scores_hit = all(v is not None for v in cached.values())
+    if not scores_hit:
+        seed_everything(seed)
+        ctx = Context(
+            backbone=backbone, protocol=protocol, seed=seed, device=backbone.device,
+            encode_text=lambda prompts: encode_text_cached(backbone, prompts, cache, text_stats),
+            split_features=lambda split, ks: _split_features(feats, protocol, split, ks),
+            artifact_dir=cache.root / "artifacts", quiet=spec.quiet, info=info,
+        )
+        det.setup(ctx)
+    t_score = time.perf_counter()
+    scores, preds = {}, {}
+    for s in sets:
+        if scores_hit:
+            both = cached[s.name]
+        else:
+            sc, pr = score_arrays(det, arrays[s.name], backbone.device)
+            both = np.stack([sc, pr.astype(np.float64)])
+            cache.save("scores", score_specs[s.name], both, detector=det.name, set=s.name)
+        scores[s.name], preds[s.name] = both[0], both[1].astype(np.int64)
+    t_metrics = time.perf_counter()
+    labels = {s.name: np.asarray(feats.manifest(s).labels) for s in sets}
+    per_set = {o.name: M.ood_metrics(scores[protocol.id_test.name], scores[o.name])
+               for o in protocol.ood}
+    groups = M.summarize(per_set, protocol.groups())
+    acc = M.id_accuracy(preds[protocol.id_test.name], labels[protocol.id_test.name])
+    shifted = {}
+    for x in protocol.extra_id:
+        sm = {o.name: M.ood_metrics(scores[x.name], scores[o.name]) for o in protocol.ood}
+        shifted[x.name] = {"id_accuracy": M.id_accuracy(preds[x.name], labels[x.name]),
+                           "metrics": sm, "groups": M.summarize(sm, protocol.groups())}
+    t_end = time.perf_counter()
+    stem = record_stem(Path(spec.results_dir) / "runs" / protocol.name / slug(spec.backbone),
+                       det, seed)
+    atomic_save_npz(stem.with_suffix(".npz"),
+                    **{f"scores/{n}": v for n, v in scores.items()},
+                    **{f"preds/{n}": v for n, v in preds.items()},
+                    **{f"labels/{n}": v for n, v in labels.items()})
+    rec = ResultRecord(
+        detector=det.describe(),
+        protocol=protocol_info(protocol, feats),
+        backbone={"spec": spec.backbone, "identity": backbone.identity,
+                  "precision": backbone.precision, "preprocess": backbone.preprocess.to_dict()},
+        seed=seed, metrics=per_set, groups=groups, id_accuracy=acc,
+        metrics_schema=M.METRICS_SCHEMA_VERSION,
+        timings={"extract": feats.seconds - extract_before, "setup": t_score - t_setup,
+                 "score": t_metrics - t_score, "metrics": t_end - t_metrics,
+                 "total": (feats.seconds - extract_before) + (t_end - t_setup)},
+        cache={"images": image_log, "scores_hit": scores_hit, **text_stats},
+        environment=env, created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        scores_file=stem.with_suffix(".npz").name, shifted=shifted, limit=spec.limit,
+        train=info.pop("train", None), info=info,
+    )
+    rec.write(stem.with_suffix(".json"))
+    return rec
+
+
+def score_arrays(det: Detector, arrays: dict[str, np.ndarray], device: torch.device,
+                 batch: int = SCORE_BATCH) -> tuple[np.ndarray, np.ndarray]:
+    """Score a whole set in batches: float64 scores and int64 predictions."""
+    n = len(next(iter(arrays.values())))
+    scores, preds = [], []
+    with torch.inference_mode():
+        for i in range(0, n, batch):
+            fb = {k: torch.from_numpy(np.array(v[i : i + batch])).to(device, torch.float32)
+                  for k, v in arrays.items()}
+            s, p = det.score_and_predict(fb)
+            scores.append(s.double().cpu().numpy())
+            preds.append(p.cpu().numpy().astype(np.int64))
+    if not scores:
+        return np.zeros(0), np.zeros(0, np.int64)
+    return np.concatenate(scores), np.concatenate(preds)
+
+
+def score_spec(det: Detector, seed: int, protocol: Protocol, backbone, manifest, kinds) -> dict:
+    """Cache key of one detector's scores on one set."""
+    train = protocol.train.manifest.digest() if protocol.train is not None else None
+    return {
+        "features": {k: spec_key(feature_spec(backbone, manifest, k)) for k in kinds},
+        "detector": det.describe(), "seed": seed,
+        "protocol": {"name": protocol.name, "version": protocol.version,
+                     "classes": _sha(protocol.classnames), "train": train,
+                     "train_classes": _sha(protocol.training_classnames())},
+        "backbone": backbone.key(),
+    }
+
+
+def protocol_info(protocol: Protocol, feats: Features) -> dict:
+    """Protocol name, version, class list hash and each set's size and manifest hash."""
+    sets = {}
+    for role, group_sets in (("id", [protocol.id_test]), ("shifted-id", protocol.extra_id),
+                             ("ood", protocol.ood)):
+        for s in group_sets:
+            m = feats.manifest(s)
+            sets[s.name] = {"role": role, "group": s.group, "n": len(m),
+                            "manifest_sha256": m.digest()}
+    return {"name": protocol.name, "version": protocol.version,
+            "n_classes": len(protocol.classnames), "classnames_sha256": _sha(protocol.classnames),
+            "sets": sets}
+
+
+def _split_features(feats: Features, protocol: Protocol, split: str, kinds) -> dict[str, np.ndarray]:
+    """Features of the protocol's ``train`` or ``val`` split (never a test set)."""
+    s = {"train": protocol.train, "val": protocol.val}.get(split)
+    if s is None:
+        raise ConfigError(f"protocol {protocol.name} has no {split!r} split, which this detector needs")
+    arrays = feats.get(s, list(kinds))
+    return {**arrays, "labels": np.asarray(s.manifest.limit(feats.spec.limit).labels)}
+
+
+def _sha(names: list[str]) -> str:
+    return hashlib.sha256(json.dumps(list(names)).encode()).hexdigest()[:16]

@@ -1,0 +1,89 @@
+"""The toy CLIP: a small open_clip CLIP (ViT image tower, transformer text tower) trained on the toy world."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import open_clip
+import torch
+from open_clip.tokenizer import SimpleTokenizer
+
+WEIGHTS_PATH = Path(__file__).resolve().parent / "weights" / "toy_clip.safetensors"
+CONTEXT_LENGTH = 32
+
+# Written like an open_clip model config json: open_clip.CLIP(**TOY_MODEL_CONFIG) builds the model.
+TOY_MODEL_CONFIG: dict = {
+    "embed_dim": 128,
+    "quick_gelu": False,
+    "vision_cfg": {
+        "image_size": 64,
+        "patch_size": 8,
+        "width": 192,
+        "layers": 6,
+        "head_width": 64,
+        "mlp_ratio": 4.0,
+    },
+    "text_cfg": {
+        "context_length": CONTEXT_LENGTH,
+        "vocab_size": 49408,
+        "width": 128,
+        "heads": 4,
+        "layers": 4,
+    },
+}
+
+# Test-time preprocessing the harness must use: PNG -> RGB -> resize 64 -> center-crop 64 -> ToTensor -> normalise.
+TOY_PREPROCESS: dict = {
+    "image_size": 64,
+    "mean": (0.5, 0.5, 0.5),
+    "std": (0.25, 0.25, 0.25),
+    "interpolation": "bicubic",
+    "resize_mode": "shortest",
+}
+
+
+def build_toy_clip(config: dict | None = None) -> open_clip.CLIP:
+    """Randomly initialised toy CLIP (deterministic given the torch seed)."""
+    cfg = copy.deepcopy(config or TOY_MODEL_CONFIG)
+    return open_clip.CLIP(**cfg)
+
+
+def toy_tokenizer() -> SimpleTokenizer:
+    """open_clip's standard BPE tokenizer (vocab 49408) with the toy context length; works offline."""
+    return SimpleTokenizer(context_length=CONTEXT_LENGTH)
+
+
+def load_toy_clip(path: Path | None = None) -> open_clip.CLIP:
+    """Toy CLIP in eval mode with the shipped weights (fp16 on disk, fp32 in memory), keys checked strictly."""
+    from safetensors.torch import load_file
+
+    path = Path(path) if path is not None else WEIGHTS_PATH
+    if not path.is_file():
+        raise FileNotFoundError(f"toy CLIP weights not found at {path}; run: python -m oodbench.toy.train")
+    state = {k: v.float() for k, v in load_file(str(path)).items()}
+    model = build_toy_clip()
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+def preprocess_array(images: torch.Tensor) -> torch.Tensor:
+    """Normalise a uint8 batch (N, H, W, 3) exactly as the test-time transform does."""
+    x = images.permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(TOY_PREPROCESS["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(TOY_PREPROCESS["std"]).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def toy_transform():
+    """torchvision transform used at test time for toy PNGs (resize, center-crop, ToTensor, normalise)."""
+    from torchvision import transforms as T
+
+    size = TOY_PREPROCESS["image_size"]
+    return T.Compose([
+        T.Lambda(lambda im: im.convert("RGB")),
+        T.Resize(size, interpolation=T.InterpolationMode.BICUBIC),
+        T.CenterCrop(size),
+        T.ToTensor(),
+        T.Normalize(TOY_PREPROCESS["mean"], TOY_PREPROCESS["std"]),
+    ])
