@@ -67,6 +67,18 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--limit", type=int, help="at most N images per set (smoke runs)")
     r.add_argument("--quiet", action="store_true", help="no progress bars or status lines")
 
+    b = sub.add_parser("bench", help="what `make bench` runs: real protocol if data is set up, "
+                       "else the toy protocols; then the leaderboards")
+    b.add_argument("--detector", "--detectors", dest="detectors", type=_csv, default=["mcm"])
+    b.add_argument("--protocol", type=_csv, help="protocol(s); default: imagenet1k-mos4 when "
+                   "OODBENCH_DATA is set, else toy,toy-unseen,toy-shift")
+    b.add_argument("--backbone", help="default: ViT-B-16:openai with real data, toy otherwise")
+    b.add_argument("--seeds", type=_seeds, default=[0])
+    b.add_argument("--results-dir", default="results")
+    b.add_argument("--cache-dir")
+    b.add_argument("--device", default="auto")
+    b.add_argument("--quiet", action="store_true")
+
     ls = sub.add_parser("list", help="list registered detectors, protocols or backbones")
     ls.add_argument("what", choices=["detectors", "protocols", "backbones"])
 
@@ -120,6 +132,33 @@ def cmd_run(args: argparse.Namespace) -> int:
     if "protocol" not in spec:
         raise ConfigError("no protocol given: pass --protocol NAME (oodbench list protocols)")
     run(RunSpec.from_dict(spec, where=str(args.spec) if args.spec else "command line"))
+    return 0
+
+
+TOY_PROTOCOLS = ["toy", "toy-unseen", "toy-shift"]
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from oodbench.leaderboard import build_leaderboards
+    from oodbench.progress import say
+    from oodbench.runner import RunSpec, run
+
+    data_root = os.environ.get("OODBENCH_DATA")
+    protocols = args.protocol or (["imagenet1k-mos4"] if data_root else TOY_PROTOCOLS)
+    real = any(not p.startswith("toy") for p in protocols)
+    backbone = args.backbone or ("ViT-B-16:openai" if real else "toy")
+    if not args.protocol and not data_root:
+        say("[yellow]No real data configured (OODBENCH_DATA is unset): running the built-in toy "
+            "protocols with the toy backbone.[/] For ImageNet-1k vs the MOS four, prepare the data "
+            "as docs/data.md says and run: OODBENCH_DATA=/path/to/data make bench "
+            f"DETECTOR={','.join(args.detectors)}", args.quiet)
+    for protocol in protocols:
+        run(RunSpec(detectors=args.detectors, protocol=protocol, backbone=backbone,
+                    seeds=args.seeds, data_root=data_root, cache_dir=args.cache_dir,
+                    results_dir=args.results_dir, device=args.device, quiet=args.quiet))
+    written = build_leaderboards(Path(args.results_dir), None, plots=False)
+    for path in written:
+        say(f"leaderboard: {path}", args.quiet)
     return 0
 
 
@@ -210,7 +249,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``oodbench`` console script."""
     args = build_parser().parse_args(argv)
-    handlers = {"run": cmd_run, "list": cmd_list, "leaderboard": cmd_leaderboard,
+    handlers = {"run": cmd_run, "bench": cmd_bench, "list": cmd_list, "leaderboard": cmd_leaderboard,
                 "data": cmd_data, "cache": cmd_cache}
     try:
         return handlers[args.command](args)

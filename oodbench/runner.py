@@ -254,7 +254,7 @@ def run_one(det: Detector, seed: int, protocol: Protocol, backbone, feats: Featu
     cached = {n: cache.load("scores", sp, mmap=False) for n, sp in score_specs.items()}
     info: dict = {}
     t_setup = time.perf_counter()
-    text_stats: dict = {}
+    text_stats: dict = {"text_hits": 0, "text_misses": 0}
     scores_hit = all(v is not None for v in cached.values())
     if not scores_hit:
         seed_everything(seed)

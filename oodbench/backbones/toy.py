@@ -19,7 +19,7 @@ class ToyBackbone(BackboneDef):
         model = finish(toy.load_toy_clip(), device, precision)
         p = toy.TOY_PREPROCESS
         pp = preprocess_for(
-            Preprocess(resize=p["size"], crop=p["size"], interpolation=p.get("interpolation", "bicubic"),
+            Preprocess(resize=p["image_size"], crop=p["image_size"], interpolation=p.get("interpolation", "bicubic"),
                        mean=tuple(p["mean"]), std=tuple(p["std"])),
             preprocess,
         )

@@ -19,9 +19,9 @@ TOY_MODEL_CONFIG: dict = {
     "vision_cfg": {
         "image_size": 64,
         "patch_size": 8,
-        "width": 192,
+        "width": 128,
         "layers": 6,
-        "head_width": 64,
+        "head_width": 32,
         "mlp_ratio": 4.0,
     },
     "text_cfg": {

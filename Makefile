@@ -1,0 +1,48 @@
+# oodbench — `make bench` sets up .venv when missing, runs, and rebuilds the leaderboards.
+#   make bench DETECTOR=mcm,energy [PROTOCOL=toy] [BACKBONE=toy] [SEEDS=0,1,2]
+#   make test        fast tests (what CI runs first)
+#   make test-slow   end-to-end tests on the toy world
+#   make leaderboard rebuild results/leaderboard/ from results/runs/
+#   make lint        ruff
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The torch build to install; override for another CUDA/CPU build, e.g. TORCH="torch torchvision".
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+DETECTOR ?= mcm
+SEEDS ?= 0
+PROTOCOL ?=
+BACKBONE ?=
+export HF_HUB_OFFLINE ?= 1
+
+BENCH_ARGS := --detector $(DETECTOR) --seeds $(SEEDS) \
+	$(if $(PROTOCOL),--protocol $(PROTOCOL)) $(if $(BACKBONE),--backbone $(BACKBONE))
+
+.PHONY: bench test test-slow leaderboard lint venv clean-cache
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(TORCH)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+bench: venv
+	$(BIN)/oodbench bench $(BENCH_ARGS)
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+test-slow: venv
+	$(BIN)/python -m pytest -q -m slow
+
+leaderboard: venv
+	$(BIN)/oodbench leaderboard --plots
+
+lint: venv
+	$(BIN)/ruff check oodbench tests benchmarks
+
+clean-cache:
+	rm -rf .oodbench-cache

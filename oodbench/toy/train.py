@@ -1,0 +1,325 @@
+"""Contrastive pretraining of the toy CLIP on generated (image, caption) pairs, then a built-in evaluation.
+
+Usage: python -m oodbench.toy.train [--minutes M | --steps N] [--out PATH] [--seed 0]
+
+With --minutes the step count is fixed after timing the first steps and printed; rerunning with
+--steps N and the same seed reproduces the run exactly (on the same torch build and thread count).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from oodbench.toy import generator as gen
+from oodbench.toy import world
+from oodbench.toy.model import TOY_MODEL_CONFIG, WEIGHTS_PATH, build_toy_clip, preprocess_array, toy_tokenizer
+
+PRETRAIN_CLASSES: tuple[str, ...] = gen.SHAPES + gen.NO_OBJECT_KINDS
+# Attribute columns used to decide which captions of a batch truthfully describe which images.
+ATTR_FIELDS = ("kind", "size", "colour", "fill", "position", "background", "colour2")
+_TEMPLATES = (("a photo of a", 0.7), ("a picture of a", 0.15), ("a", 0.15))
+_OPTIONAL = ("size", "colour", "fill", "position", "background")
+
+
+def _index(values: tuple[str, ...] | list[str], v: str) -> int:
+    """Position of v in values."""
+    return list(values).index(v)
+
+
+def _template(rng: np.random.Generator) -> str:
+    """Random caption prefix, mostly the evaluation template."""
+    names, probs = zip(*_TEMPLATES)
+    return names[rng.choice(len(names), p=probs)]
+
+
+def object_sample(rng: np.random.Generator) -> tuple[np.ndarray, str, list[int], list[bool], int]:
+    """One object image with a caption mentioning a random subset of its attributes."""
+    shape = gen.SHAPES[rng.integers(len(gen.SHAPES))]
+    a = gen.sample_object_attributes(shape, rng)
+    img = gen.draw_object(a, rng)
+    keep = {k: bool(rng.random() < 0.5) for k in _OPTIONAL}
+    keep["fill"] = keep["fill"] and a["fill"] != "solid"
+    cap = gen.object_caption(a, keep, prefix=_template(rng))
+    bg = _index(list(gen.BACKGROUND_COLOURS), a["background"]) * 2 + int(a["gradient"])
+    attrs = [
+        _index(PRETRAIN_CLASSES, shape), _index(gen.SIZES, a["size"]), _index(list(gen.COLOURS), a["colour"]),
+        _index(gen.FILLS, a["fill"]), _index(gen.POSITIONS, a["position"]), bg, -1,
+    ]
+    mention = [True, keep["size"], keep["colour"], keep["fill"], keep["position"], keep["background"], False]
+    return img, cap, attrs, mention, attrs[0]
+
+
+def no_object_sample(rng: np.random.Generator) -> tuple[np.ndarray, str, list[int], list[bool], int]:
+    """One no-object image with a caption using a random synonym and optional colours."""
+    kind = gen.NO_OBJECT_KINDS[rng.integers(len(gen.NO_OBJECT_KINDS))]
+    a = gen.sample_no_object_attributes(kind, rng)
+    img = gen.draw_no_object(a, rng)
+    phrase = int(rng.integers(len(gen.NO_OBJECT_PHRASES[kind])))
+    colours = bool(rng.random() < 0.5) and kind not in ("noise", "clutter")
+    cap = gen.no_object_caption(a, phrase, colours, prefix=_template(rng))
+    cols = list(gen.COLOURS)
+    attrs = [_index(PRETRAIN_CLASSES, kind), -1, _index(cols, a["colour"]), -1, -1, -1, _index(cols, a["colour2"])]
+    mention = [True, False, colours, False, False, False, colours and kind != "blank"]
+    return img, cap, attrs, mention, attrs[0]
+
+
+def make_batch(seed: int, step: int, batch: int, p_object: float = 0.85) -> dict:
+    """Deterministic training batch number `step`: images, captions, attributes, mention masks, classes."""
+    rng = np.random.default_rng([seed, 7919, step])
+    samples = [object_sample(rng) if rng.random() < p_object else no_object_sample(rng) for _ in range(batch)]
+    imgs, caps, attrs, mention, cls = zip(*samples)
+    return {
+        "images": torch.from_numpy(np.stack(imgs)),
+        "captions": list(caps),
+        "attrs": torch.tensor(attrs),
+        "mention": torch.tensor(mention),
+        "classes": torch.tensor(cls),
+    }
+
+
+def positives(attrs: torch.Tensor, mention: torch.Tensor) -> torch.Tensor:
+    """pos[i, j] is True when caption j is a true description of image i (all its mentioned attributes match)."""
+    same = attrs[:, None, :] == attrs[None, :, :]
+    return (same | ~mention[None, :, :]).all(-1)
+
+
+def multi_positive_nce(logits: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE where every truthful caption counts as a positive (duplicates are not negatives)."""
+    neg_inf = torch.finfo(logits.dtype).min
+    i2t = logits.logsumexp(1) - logits.masked_fill(~pos, neg_inf).logsumexp(1)
+    t2i = logits.logsumexp(0) - logits.masked_fill(~pos, neg_inf).logsumexp(0)
+    return (i2t.mean() + t2i.mean()) / 2
+
+
+class Tokens:
+    """Caching wrapper around the toy tokenizer (captions repeat a lot)."""
+
+    def __init__(self) -> None:
+        self.tok = toy_tokenizer()
+        self.cache: dict[str, torch.Tensor] = {}
+
+    def __call__(self, texts: list[str]) -> torch.Tensor:
+        """Token ids (N, context_length) of the texts."""
+        missing = [t for t in dict.fromkeys(texts) if t not in self.cache]
+        if missing:
+            for t, row in zip(missing, self.tok(missing)):
+                self.cache[t] = row
+        return torch.stack([self.cache[t] for t in texts])
+
+
+def encode_text_short(model, tokens: torch.Tensor) -> torch.Tensor:
+    """Same result as model.encode_text, computed only up to the longest caption (causal mask makes this exact)."""
+    length = int((tokens != 0).sum(1).max())
+    t = tokens[:, :length]
+    x = model.token_embedding(t) + model.positional_embedding[:length]
+    x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
+    x = model.ln_final(x)
+    x = x[torch.arange(x.shape[0]), t.argmax(dim=-1)]
+    return x @ model.text_projection
+
+
+def param_groups(model, weight_decay: float) -> list[dict]:
+    """AdamW groups: decay on matrices, none on gains, biases, embeddings and the logit scale."""
+    no_decay = ("positional_embedding", "class_embedding", "token_embedding", "logit_scale")
+    decay, rest = [], []
+    for name, p in model.named_parameters():
+        (rest if p.ndim < 2 or any(k in name for k in no_decay) else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+
+
+def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
+    """Linear warmup then cosine decay to 2% of the peak."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    frac = (step - warmup) / max(1, total - warmup)
+    return peak * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
+
+
+def auroc(id_scores: np.ndarray, ood_scores: np.ndarray) -> float:
+    """AUROC of separating ID (positive, higher score) from OOD, ties counted half (Mann-Whitney)."""
+    s = np.concatenate([id_scores, ood_scores])
+    order = s.argsort(kind="mergesort")
+    ranks = np.empty(len(s))
+    ranks[order] = np.arange(1, len(s) + 1)
+    _, inv, counts = np.unique(s, return_inverse=True, return_counts=True)
+    ranks = (np.bincount(inv, ranks) / counts)[inv]
+    n1, n0 = len(id_scores), len(ood_scores)
+    return float((ranks[:n1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+@torch.no_grad()
+def image_features(model, images: np.ndarray, batch: int = 250) -> torch.Tensor:
+    """L2-normalised image features of a uint8 image array."""
+    chunks = [model.encode_image(preprocess_array(torch.from_numpy(images[i:i + batch])), normalize=True)
+              for i in range(0, len(images), batch)]
+    return torch.cat(chunks)
+
+
+@torch.no_grad()
+def class_text_features(model, classes: tuple[str, ...], template: str = "a photo of a {}") -> torch.Tensor:
+    """L2-normalised text features of the prompt of each class."""
+    return model.encode_text(toy_tokenizer()([template.format(c) for c in classes]), normalize=True)
+
+
+def mcm_scores(img: torch.Tensor, txt: torch.Tensor, temperature: float = 1.0) -> np.ndarray:
+    """MCM score: max softmax over raw ID-class cosines divided by T."""
+    return (img @ txt.T / temperature).softmax(-1).max(-1).values.numpy()
+
+
+@functools.lru_cache(maxsize=None)
+def _eval_split(split: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rendered world split, cached so that periodic evaluations do not re-render it."""
+    return world.render_split(split, seed)
+
+
+def evaluate(model, seed: int = 0, fraction: float = 1.0) -> dict:
+    """Zero-shot accuracy and MCM AUROCs on the materialised toy world splits (a leading fraction of each)."""
+    model.eval()
+    feats, labels = {}, {}
+    for split in world.SPLITS:
+        if split.endswith("_train") or split == "id_val":
+            continue
+        imgs, labs = _eval_split(split, seed)
+        keep = np.random.default_rng(0).permutation(len(imgs))[: max(1, int(len(imgs) * fraction))]
+        feats[split], labels[split] = image_features(model, imgs[keep]), labs[keep]
+    out = {}
+    for proto, id_split, near, classes in (
+        ("toy", "id_test", "near", world.ID_CLASSES),
+        ("toy-unseen", "unseen_id_test", "unseen_near", world.UNSEEN_ID_CLASSES),
+    ):
+        txt = class_text_features(model, classes)
+        acc = (feats[id_split] @ txt.T).argmax(-1).numpy() == labels[id_split]
+        s_id = mcm_scores(feats[id_split], txt)
+        out[proto] = {
+            "acc": float(acc.mean()),
+            "near_auroc": auroc(s_id, mcm_scores(feats[near], txt)),
+            "far_auroc": auroc(s_id, mcm_scores(feats["far"], txt)),
+        }
+    txt = class_text_features(model, world.ID_CLASSES)
+    out["toy-shift"] = {
+        s: float(((feats[f"shift_{s}"] @ txt.T).argmax(-1).numpy() == labels[f"shift_{s}"]).mean())
+        for s in gen.SHIFT_STYLES
+    }
+    model.train()
+    return out
+
+
+def train_step(model, opt, tokens: Tokens, batch: dict, prompt_tokens: torch.Tensor) -> float:
+    """One optimisation step of the caption contrastive loss plus the class-prompt contrastive loss."""
+    img = F.normalize(model.encode_image(preprocess_array(batch["images"])), dim=-1)
+    txt = F.normalize(encode_text_short(model, tokens(batch["captions"])), dim=-1)
+    prm = F.normalize(encode_text_short(model, prompt_tokens), dim=-1)
+    scale = model.logit_scale.exp()
+    loss_cap = multi_positive_nce(scale * img @ txt.T, positives(batch["attrs"], batch["mention"]))
+    loss_cls = F.cross_entropy(scale * img @ prm.T, batch["classes"])
+    loss = loss_cap + 0.5 * loss_cls
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    with torch.no_grad():
+        model.logit_scale.clamp_(0, math.log(100))
+    return loss.item()
+
+
+def class_prompts() -> list[str]:
+    """Canonical prompt of every pretraining class: shapes and no-object kinds."""
+    return [f"a photo of a {s}" for s in gen.SHAPES] + [
+        f"a photo of a {gen.NO_OBJECT_PHRASES[k][0]}" for k in gen.NO_OBJECT_KINDS
+    ]
+
+
+def save_weights(model, out: Path, meta: dict) -> None:
+    """Write fp16 safetensors weights and a JSON record next to them, each atomically."""
+    from safetensors.torch import save_file
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
+    tmp = out.with_name(out.name + ".tmp")
+    save_file(state, str(tmp))
+    os.replace(tmp, out)
+    js = out.with_suffix(".json")
+    tmp_js = js.with_name(js.name + ".tmp")
+    tmp_js.write_text(json.dumps(meta, indent=1))
+    os.replace(tmp_js, js)
+
+
+def calibrate_steps(minutes: float, step_seconds: float, eval_reserve_s: float = 60.0) -> int:
+    """Number of steps that fit in the time budget."""
+    return max(50, int((minutes * 60 - eval_reserve_s) / step_seconds))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Train the toy CLIP, evaluate it, save weights; returns the record written next to the weights."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--minutes", type=float, default=35.0, help="time budget when --steps is not given")
+    ap.add_argument("--steps", type=int, default=None, help="exact number of steps (reproducible)")
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--weight-decay", type=float, default=0.05)
+    ap.add_argument("--warmup", type=int, default=150)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--eval-every", type=int, default=200)
+    ap.add_argument("--out", type=Path, default=WEIGHTS_PATH)
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    t0 = time.time()
+    model = build_toy_clip().train()
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"toy CLIP: {n_params / 1e6:.2f}M parameters, batch {args.batch}, seed {args.seed}", flush=True)
+    opt = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=args.lr, betas=(0.9, 0.98), eps=1e-6)
+    tokens = Tokens()
+    prompt_tokens = tokens(class_prompts())
+    total = args.steps or 10**9
+    step, calib_t, gen_s = 0, None, 0.0
+    while step < total:
+        if step == 20 and args.steps is None:
+            calib_t = (time.time() - calib_start) / 15
+            total = calibrate_steps(args.minutes, calib_t, 30 + 0.03 * args.minutes * 60)
+            print(f"calibrated: {calib_t:.2f} s/step -> {total} steps (rerun with --steps {total})", flush=True)
+        if step == 5:
+            calib_start = time.time()
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, total if total < 10**9 else 5000, args.lr, args.warmup)
+        tg = time.time()
+        batch = make_batch(args.seed, step, args.batch)
+        gen_s += time.time() - tg
+        loss = train_step(model, opt, tokens, batch, prompt_tokens)
+        step += 1
+        if step % 25 == 0:
+            el = time.time() - t0
+            print(f"step {step}/{total if total < 10**9 else '?'} loss {loss:.3f} scale "
+                  f"{model.logit_scale.exp().item():.1f} lr {opt.param_groups[0]['lr']:.2e} "
+                  f"elapsed {el / 60:.1f} min (data {gen_s:.0f}s)", flush=True)
+        if args.eval_every and step % args.eval_every == 0 and step < total:
+            print(f"  eval@{step}: {json.dumps(evaluate(model, fraction=0.2))}", flush=True)
+    train_s = time.time() - t0
+    results = evaluate(model)
+    print(f"trained {step} steps in {train_s / 60:.1f} min; final eval:\n{json.dumps(results, indent=1)}", flush=True)
+    meta = {
+        "model_config": TOY_MODEL_CONFIG, "seed": args.seed, "steps": step, "batch": args.batch, "lr": args.lr,
+        "weight_decay": args.weight_decay, "warmup": args.warmup, "threads": args.threads,
+        "world_version": world.WORLD_VERSION, "parameters": n_params, "train_seconds": round(train_s, 1),
+        "wall_seconds": round(time.time() - t0, 1), "torch": torch.__version__, "eval": results,
+        "command": "python -m oodbench.toy.train --steps %d --seed %d --batch %d" % (step, args.seed, args.batch),
+    }
+    save_weights(model, args.out, meta)
+    print(f"saved {args.out} ({args.out.stat().st_size / 1e6:.1f} MB) in total {(time.time() - t0) / 60:.1f} min")
+    return meta
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""Split layout of the toy protocols and their materialisation as PNG files.
+
+Class partition (all sets disjoint; every shape and no-object kind is in the toy CLIP's pretraining):
+- ``ID_CLASSES``: the in-distribution label set of protocol ``toy`` (stands in for ImageNet-1k).
+- ``NEAR_OOD_CLASSES``: shapes each visually close to one ID shape (ellipse~circle, rectangle~square,
+  pentagon~hexagon, sparkle~star, diamond~square); near OOD of ``toy``.
+- ``UNSEEN_ID_CLASSES``: swapped-in ID label set of protocol ``toy-unseen`` (unseen-ID generalisation).
+- ``UNSEEN_NEAR_OOD_CLASSES``: shapes close to unseen-ID ones (flower~cloud, leaf~fish, bone~key,
+  hourglass~lightning, drop~bell); near OOD of ``toy-unseen``.
+- far OOD: images without any object (``generator.NO_OBJECT_KINDS``), shared by both protocols.
+- ``shift_<style>``: ID classes rendered in a covariate-shift style (protocol ``toy-shift``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from oodbench.toy import generator as gen
+
+WORLD_VERSION = 1
+WORLD_DIR = "toy"
+MARKER = "COMPLETE.json"
+
+ID_CLASSES: tuple[str, ...] = (
+    "circle", "square", "triangle", "star", "heart", "cross", "hexagon", "arrow", "moon", "house",
+)
+NEAR_OOD_CLASSES: tuple[str, ...] = ("ellipse", "rectangle", "pentagon", "sparkle", "diamond")
+UNSEEN_ID_CLASSES: tuple[str, ...] = ("tree", "fish", "key", "lightning", "cloud", "mushroom", "bell")
+UNSEEN_NEAR_OOD_CLASSES: tuple[str, ...] = ("flower", "leaf", "bone", "hourglass", "drop")
+FAR_OOD_KINDS: tuple[str, ...] = gen.NO_OBJECT_KINDS
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """One split: which classes (shapes or no-object kinds), how many images each, labelled or OOD."""
+
+    classes: tuple[str, ...]
+    per_class: int
+    labelled: bool = True
+    style: str | None = None
+    no_object: bool = False
+
+
+SPLITS: dict[str, SplitSpec] = {
+    "id_test": SplitSpec(ID_CLASSES, 100),
+    "id_val": SplitSpec(ID_CLASSES, 20),
+    "id_train": SplitSpec(ID_CLASSES, 50),
+    "near": SplitSpec(NEAR_OOD_CLASSES, 100, labelled=False),
+    "far": SplitSpec(FAR_OOD_KINDS, 143, labelled=False, no_object=True),
+    "unseen_id_test": SplitSpec(UNSEEN_ID_CLASSES, 100),
+    "unseen_train": SplitSpec(UNSEEN_ID_CLASSES, 50),
+    "unseen_near": SplitSpec(UNSEEN_NEAR_OOD_CLASSES, 100, labelled=False),
+    **{f"shift_{s}": SplitSpec(ID_CLASSES, 50, style=s) for s in gen.SHIFT_STYLES},
+}
+
+# Which splits make up each toy protocol (the real protocol each stands in for is in docs/toy.md).
+PROTOCOLS: dict[str, dict] = {
+    "toy": {"classes": ID_CLASSES, "id": "id_test", "val": "id_val", "train": "id_train", "ood": ("near", "far")},
+    "toy-unseen": {
+        "classes": UNSEEN_ID_CLASSES, "id": "unseen_id_test", "train": "unseen_train", "ood": ("unseen_near", "far"),
+    },
+    "toy-shift": {
+        "classes": ID_CLASSES, "id": "id_test", "train": "id_train",
+        "shifted": tuple(f"shift_{s}" for s in gen.SHIFT_STYLES), "ood": ("near", "far"),
+    },
+}
+
+
+def split_seed(seed: int, split: str) -> list[int]:
+    """Seed sequence of a split, independent of the other splits and of dict order."""
+    return [seed, WORLD_VERSION, *split.encode()]
+
+
+def split_items(split: str) -> list[tuple[str, str, int]]:
+    """(class name, relative path, label) of every image of a split, in generation order."""
+    spec = SPLITS[split]
+    items = []
+    for ci, name in enumerate(spec.classes):
+        for k in range(spec.per_class):
+            rel = f"{WORLD_DIR}/{split}/{name}/{k + 1:05d}.png"
+            items.append((name, rel, ci if spec.labelled else -1))
+    return items
+
+
+def render_split(split: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """All images (N, 64, 64, 3 uint8) and labels of a split, exactly as materialize writes them."""
+    spec = SPLITS[split]
+    rng = np.random.default_rng(split_seed(seed, split))
+    items = split_items(split)
+    images = np.empty((len(items), gen.SIZE, gen.SIZE, 3), np.uint8)
+    for i, (name, _, _) in enumerate(items):
+        if spec.no_object:
+            images[i] = gen.render_no_object(name, rng)[0]
+        else:
+            images[i] = gen.render_object(name, rng, spec.style)[0]
+    return images, np.array([lab for _, _, lab in items], np.int64)
+
+
+def _listing() -> dict[str, list[tuple[str, int]]]:
+    """Per split, (relative path, label) pairs."""
+    return {s: [(rel, lab) for _, rel, lab in split_items(s)] for s in SPLITS}
+
+
+def _marker_ok(world: Path, seed: int) -> bool:
+    """True when a complete world with this seed and version is already on disk."""
+    try:
+        meta = json.loads((world / MARKER).read_text())
+    except (OSError, ValueError):
+        return False
+    return meta.get("seed") == seed and meta.get("world_version") == WORLD_VERSION
+
+
+def _write_world(tmp_world: Path, seed: int) -> None:
+    """Write every split's PNGs and the completion marker into a fresh directory."""
+    for split in SPLITS:
+        images, _ = render_split(split, seed)
+        for img, (_, rel, _) in zip(images, split_items(split)):
+            path = tmp_world / Path(rel).relative_to(WORLD_DIR)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img).save(path, compress_level=1)
+    counts = {s: len(split_items(s)) for s in SPLITS}
+    meta = {"seed": seed, "world_version": WORLD_VERSION, "counts": counts}
+    (tmp_world / MARKER).write_text(json.dumps(meta, indent=1))
+
+
+def materialize(root: Path, seed: int = 0) -> dict[str, list[tuple[str, int]]]:
+    """Write the toy world under root/toy (atomically, idempotently) and list each split's (path, label)."""
+    root = Path(root)
+    world = root / WORLD_DIR
+    if not _marker_ok(world, seed):
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".toy-tmp-", dir=root))
+        try:
+            _write_world(tmp, seed)
+            if world.exists():
+                old = Path(tempfile.mkdtemp(prefix=".toy-old-", dir=root))
+                os.replace(world, old / WORLD_DIR)
+                shutil.rmtree(old, ignore_errors=True)
+            os.replace(tmp, world)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return _listing()

@@ -1,0 +1,78 @@
+"""Backbone loading: registered names, open_clip specs, local checkpoints, offline errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from oodbench.backbones import load_backbone
+from oodbench.backbones.tiny import build_tiny_clip
+from oodbench.errors import BackboneError
+from oodbench.registry import UnknownNameError
+
+
+def test_tiny_random_encodes_normalised_features():
+    bb = load_backbone("tiny-random")
+    img = torch.randint(0, 255, (2, 3, 32, 32), dtype=torch.uint8)
+    f = bb.encode_image(img)
+    t = bb.encode_text(["a photo of a cat", "a photo of a dog"])
+    assert f.shape == (2, 32) and t.shape == (2, 32)
+    assert torch.allclose(f.norm(dim=1), torch.ones(2), atol=1e-5)
+    assert torch.allclose(t.norm(dim=1), torch.ones(2), atol=1e-5)
+
+
+def test_missing_pretrained_weights_fail_at_once_with_instructions(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(BackboneError) as e:
+        load_backbone("ViT-B-32:openai")
+    msg = str(e.value)
+    assert "HF_HUB_OFFLINE=1" in msg and "ViT-B-32:/path/to/weights" in msg
+
+
+def test_unknown_arch_and_tag_suggest_close_names():
+    with pytest.raises(UnknownNameError, match="ViT-B-16"):
+        load_backbone("ViT-B-61:openai")
+    with pytest.raises(UnknownNameError, match="openai"):
+        load_backbone("ViT-B-16:opnai")
+
+
+def _tiny_arch_checkpoint(tmp_path, prefix=""):
+    """A local checkpoint for the open_clip arch 'RN50'-free path: register the tiny config."""
+    import open_clip
+
+    from oodbench.backbones.tiny import TINY_CONFIG
+
+    open_clip.add_model_config  # noqa: B018  (exists)
+    open_clip.factory._MODEL_CONFIGS["oodbench-tiny"] = TINY_CONFIG
+    sd = {prefix + k: v for k, v in build_tiny_clip(seed=3).state_dict().items()}
+    path = tmp_path / "ckpt.pt"
+    torch.save({"state_dict": sd, "epoch": 1}, path)
+    return path
+
+
+def test_local_checkpoint_with_module_prefix_loads_and_hashes(tmp_path):
+    path = _tiny_arch_checkpoint(tmp_path, prefix="module.")
+    bb = load_backbone(f"oodbench-tiny:{path}")
+    ref = build_tiny_clip(seed=3)
+    assert torch.equal(bb.model.text_projection, ref.text_projection)
+    assert len(bb.identity["sha256"]) == 64
+
+
+def test_checkpoint_with_missing_keys_is_reported_key_by_key(tmp_path):
+    path = _tiny_arch_checkpoint(tmp_path)
+    sd = torch.load(path, weights_only=True)["state_dict"]
+    sd.pop("text_projection")
+    sd["extra.weight"] = torch.zeros(1)
+    torch.save(sd, path)
+    with pytest.raises(BackboneError) as e:
+        load_backbone(f"oodbench-tiny:{path}")
+    assert "missing key: text_projection" in str(e.value)
+    assert "unexpected key: extra.weight" in str(e.value)
+
+
+def test_preprocess_override_and_unknown_field():
+    bb = load_backbone("tiny-random", preprocess={"interpolation": "bilinear"})
+    assert bb.preprocess.interpolation == "bilinear"
+    with pytest.raises(BackboneError, match="unknown preprocessing"):
+        load_backbone("tiny-random", preprocess={"interp": "bilinear"})

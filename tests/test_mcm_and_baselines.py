@@ -1,0 +1,75 @@
+"""MCM and the logit baselines against their formulas, on features the runner cached."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from oodbench.backbones import load_backbone
+from oodbench.data.classnames import imagenet1k_classnames
+from oodbench.features.cache import Cache
+from oodbench.features.extract import feature_spec
+from oodbench.registry import PROTOCOLS
+from oodbench.runner import RunSpec, run
+
+
+@pytest.fixture(scope="module")
+def mos4_run(standin_root, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("mcm")
+    spec = RunSpec(detectors=["mcm", "msp", "maxlogit", "energy"], protocol="imagenet1k-mos4",
+                   backbone="tiny-random", data_root=str(standin_root), cache_dir=str(tmp / "c"),
+                   results_dir=str(tmp / "r"), workers=0, quiet=True)
+    return spec, run(spec)
+
+
+def _direct(spec, standin_root):
+    """Cached image features and freshly encoded text features, computed without the detectors."""
+    bb = load_backbone("tiny-random")
+    proto = PROTOCOLS.get("imagenet1k-mos4")().build(standin_root, None)
+    cache = Cache(spec.cache_dir)
+    feats = {s.name: np.asarray(cache.load("images", feature_spec(bb, s.manifest, "global")))
+             for s in proto.sets()}
+    text = bb.encode_text([f"a photo of a {c}" for c in imagenet1k_classnames()]).numpy()
+    return feats, text.astype(np.float64)
+
+
+def test_mcm_equals_direct_computation_from_cached_features(mos4_run, standin_root):
+    spec, records = mos4_run
+    feats, text = _direct(spec, standin_root)
+    saved = np.load(f"{spec.results_dir}/runs/imagenet1k-mos4/tiny-random/mcm/seed0.npz")
+    for name, f in feats.items():
+        s = f.astype(np.float64) @ text.T  # raw cosines, T = 1
+        p = np.exp(s - s.max(1, keepdims=True))
+        expected = (p / p.sum(1, keepdims=True)).max(1)
+        np.testing.assert_allclose(saved[f"scores/{name}"], expected, rtol=1e-5, atol=1e-9)
+        np.testing.assert_array_equal(saved[f"preds/{name}"], s.argmax(1))
+
+
+def test_logit_baselines_match_their_formulas(mos4_run, standin_root):
+    spec, _ = mos4_run
+    feats, text = _direct(spec, standin_root)
+    f = feats["ImageNet-1k"].astype(np.float64)
+    z = 100.0 * f @ text.T
+    lse = np.log(np.exp(z - z.max(1, keepdims=True)).sum(1)) + z.max(1)
+    expected = {"maxlogit": z.max(1), "energy": lse, "msp": np.exp(z.max(1) - lse)}
+    for det, exp in expected.items():
+        got = np.load(f"{spec.results_dir}/runs/imagenet1k-mos4/tiny-random/{det}/seed0.npz")
+        np.testing.assert_allclose(got["scores/ImageNet-1k"], exp, rtol=1e-4, atol=1e-6)
+
+
+def test_mcm_default_template_and_temperature_follow_the_paper():
+    from oodbench.detectors.mcm import MCM
+
+    p = MCM().params
+    assert p.template == "a photo of a {}" and p.temperature == 1.0
+
+
+def test_mcm_temperature_sharpens_but_keeps_the_argmax():
+    from oodbench.detectors.mcm import MCM
+
+    det = MCM({"temperature": 0.01})
+    det.text = torch.eye(4)
+    x = torch.nn.functional.normalize(torch.tensor([[1.0, 0.2, 0.0, 0.0]]), dim=1)
+    assert det.score({"global": x}).item() > MCM().score_from_logits(x @ det.text.T).item()
+    assert det.predict({"global": x}).item() == 0

@@ -1,0 +1,137 @@
+"""Tests of the toy world: deterministic generator and materialize, shipped toy CLIP weights."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from oodbench.toy import generator as gen
+from oodbench.toy import world
+from oodbench.toy.model import TOY_MODEL_CONFIG, WEIGHTS_PATH, load_toy_clip, toy_tokenizer, toy_transform
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _render_all(seed: int) -> list[tuple[bytes, str]]:
+    """Every shape, style and no-object kind rendered once from one seed."""
+    rng = np.random.default_rng(seed)
+    out = [gen.render_object(s, rng) for s in gen.SHAPES]
+    out += [gen.render_object("star", rng, st) for st in gen.SHIFT_STYLES]
+    out += [gen.render_no_object(k, rng) for k in gen.NO_OBJECT_KINDS]
+    return [(img.tobytes(), cap) for img, cap in out]
+
+
+def test_generator_is_deterministic_and_seed_dependent():
+    a, b, c = _render_all(3), _render_all(3), _render_all(4)
+    assert a == b
+    assert a != c
+
+
+def test_generator_output_format():
+    img, cap = gen.render_object("heart", np.random.default_rng(0))
+    assert img.shape == (64, 64, 3) and img.dtype == np.uint8
+    assert "heart" in cap and cap.startswith("a photo of a")
+    _, cap = gen.render_no_object("checkers", np.random.default_rng(0))
+    assert "checkered" in cap
+    with pytest.raises(ValueError):
+        gen.render_object("unicorn", np.random.default_rng(0))
+
+
+def test_class_sets_are_disjoint_and_known():
+    sets = [world.ID_CLASSES, world.NEAR_OOD_CLASSES, world.UNSEEN_ID_CLASSES, world.UNSEEN_NEAR_OOD_CLASSES]
+    flat = [c for s in sets for c in s]
+    assert len(flat) == len(set(flat))
+    assert set(flat) <= set(gen.SHAPES)
+
+
+@pytest.fixture(scope="module")
+def small_world(monkeypatch_module):
+    """A shrunken split layout so materialize runs in well under a second."""
+    small = {k: world.SplitSpec(v.classes[:2], 2, v.labelled, v.style, v.no_object) for k, v in world.SPLITS.items()}
+    monkeypatch_module.setattr(world, "SPLITS", small)
+    return small
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    """Module-scoped monkeypatch."""
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+def _tree_bytes(root: Path) -> dict[str, bytes]:
+    """Relative path -> bytes of every file under root."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_materialize_deterministic_idempotent_atomic(tmp_path, small_world):
+    a = world.materialize(tmp_path / "a", seed=1)
+    b = world.materialize(tmp_path / "b", seed=1)
+    bytes_a, bytes_b = _tree_bytes(tmp_path / "a"), _tree_bytes(tmp_path / "b")
+    assert a == b and bytes_a == bytes_b
+    assert set(a) == set(small_world)
+    for split, items in a.items():
+        for rel, label in items:
+            assert (tmp_path / "a" / rel).is_file()
+            assert label == -1 if not small_world[split].labelled else label >= 0
+    # idempotent: a second call rewrites nothing
+    png = tmp_path / "a" / a["id_test"][0][0]
+    mtime = png.stat().st_mtime_ns
+    assert world.materialize(tmp_path / "a", seed=1) == a
+    assert png.stat().st_mtime_ns == mtime
+    # another seed replaces the world with different bytes; no temporary directories are left behind
+    world.materialize(tmp_path / "a", seed=2)
+    assert _tree_bytes(tmp_path / "a") != bytes_a
+    assert [p.name for p in (tmp_path / "a").iterdir()] == [world.WORLD_DIR]
+
+
+def test_materialize_interrupted_leaves_no_world(tmp_path, small_world, monkeypatch):
+    def boom(*_a, **_k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(world, "_write_world", boom)
+    with pytest.raises(KeyboardInterrupt):
+        world.materialize(tmp_path, seed=0)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def toy_clip():
+    """Shipped toy CLIP."""
+    if not WEIGHTS_PATH.is_file():
+        pytest.fail(f"missing {WEIGHTS_PATH}; run python -m oodbench.toy.train")
+    return load_toy_clip()
+
+
+def test_load_toy_clip_encodes(toy_clip):
+    from PIL import Image
+
+    img, _ = gen.render_object("star", np.random.default_rng(0))
+    x = toy_transform()(Image.fromarray(img))[None]
+    with torch.no_grad():
+        f = toy_clip.encode_image(x, normalize=True)
+        t = toy_clip.encode_text(toy_tokenizer()(["a photo of a star"]), normalize=True)
+    dim = TOY_MODEL_CONFIG["embed_dim"]
+    assert f.shape == (1, dim) and t.shape == (1, dim)
+    assert torch.allclose(f.norm(dim=-1), torch.ones(1), atol=1e-4)
+    assert torch.allclose(t.norm(dim=-1), torch.ones(1), atol=1e-4)
+
+
+def test_load_toy_clip_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="oodbench.toy.train"):
+        load_toy_clip(tmp_path / "nope.safetensors")
+
+
+def test_shipped_weights_zero_shot_accuracy(toy_clip):
+    from oodbench.toy.train import class_text_features, image_features
+
+    rng = np.random.default_rng(12345)
+    labels = np.repeat(np.arange(len(world.ID_CLASSES)), 12)
+    images = np.stack([gen.render_object(world.ID_CLASSES[i], rng)[0] for i in labels])
+    pred = (image_features(toy_clip, images) @ class_text_features(toy_clip, world.ID_CLASSES).T).argmax(-1)
+    assert (pred.numpy() == labels).mean() >= 0.85
