@@ -27,6 +27,7 @@ from oodbench import metrics as M
 from oodbench.backbones import load_backbone
 from oodbench.detectors.base import GLOBAL, Context, Detector
 from oodbench.errors import ConfigError
+from oodbench.features import distributed
 from oodbench.features.cache import Cache, default_cache_dir, spec_key
 from oodbench.features.extract import KIND_ENCODERS, ExtractStats, extract, feature_spec
 from oodbench.features.text import encode_text_cached
@@ -59,6 +60,7 @@ class RunSpec:
     limit: int | None = None
     chunk_size: int = 4096
     quiet: bool = False
+    decode: str = "cpu"  # or "device": JPEG decoding on the GPU (checked first)
 
     def __post_init__(self) -> None:
         if not self.detectors:
@@ -190,7 +192,8 @@ class Features:
             st = ExtractStats()
             held.update(extract(self.backbone, self.manifest(s), need, self.cache,
                                 batch_size=self.spec.batch_size, workers=self.spec.workers,
-                                chunk_size=self.spec.chunk_size, progress=self.bar, stats=st))
+                                chunk_size=self.spec.chunk_size, progress=self.bar, stats=st,
+                                decode=self.spec.decode))
             self.seconds += time.perf_counter() - t
             entry.update({k: "cache" if st.hits[k] else "extracted" for k in need})
             if st.images_encoded or st.chunks_reused:
@@ -217,7 +220,9 @@ def run(spec: RunSpec) -> list[ResultRecord]:
                                                   cache.root)
     for n in spec.detectors:  # fail on bad hyperparameters before any work
         make_detector(n, spec.params.get(n))
-    device = resolve_device(spec.device)
+    device = distributed.init_from_env(resolve_device(spec.device))  # torchrun: this rank's
+    if not distributed.is_main():
+        spec = dataclasses.replace(spec, quiet=True)
     backbone = load_backbone(spec.backbone, device=str(device), precision=spec.precision,
                              preprocess=spec.preprocess or None)
     env = environment(device)
@@ -249,7 +254,8 @@ def run_one(det: Detector, seed: int, protocol: Protocol, backbone, feats: Featu
     sets = protocol.sets()
     image_log: dict = {}
     arrays = {s.name: feats.get(s, kinds, image_log) for s in sets}
-    score_specs = {s.name: score_spec(det, seed, protocol, backbone, feats.manifest(s), kinds)
+    score_specs = {s.name: score_spec(det, seed, protocol, backbone, feats.manifest(s), kinds,
+                                      spec.decode)
                    for s in sets}
     cached = {n: cache.load("scores", sp, mmap=False) for n, sp in score_specs.items()}
     info: dict = {}
@@ -289,10 +295,11 @@ def run_one(det: Detector, seed: int, protocol: Protocol, backbone, feats: Featu
     t_end = time.perf_counter()
     stem = record_stem(Path(spec.results_dir) / "runs" / protocol.name / slug(spec.backbone),
                        det, seed)
-    atomic_save_npz(stem.with_suffix(".npz"),
-                    **{f"scores/{n}": v for n, v in scores.items()},
-                    **{f"preds/{n}": v for n, v in preds.items()},
-                    **{f"labels/{n}": v for n, v in labels.items()})
+    if distributed.is_main():  # under torchrun only rank 0 writes records
+        atomic_save_npz(stem.with_suffix(".npz"),
+                        **{f"scores/{n}": v for n, v in scores.items()},
+                        **{f"preds/{n}": v for n, v in preds.items()},
+                        **{f"labels/{n}": v for n, v in labels.items()})
     rec = ResultRecord(
         detector=det.describe(),
         protocol=protocol_info(protocol, feats),
@@ -308,7 +315,8 @@ def run_one(det: Detector, seed: int, protocol: Protocol, backbone, feats: Featu
         scores_file=stem.with_suffix(".npz").name, shifted=shifted, limit=spec.limit,
         train=info.pop("train", None), info=info,
     )
-    rec.write(stem.with_suffix(".json"))
+    if distributed.is_main():
+        rec.write(stem.with_suffix(".json"))
     return rec
 
 
@@ -329,11 +337,12 @@ def score_arrays(det: Detector, arrays: dict[str, np.ndarray], device: torch.dev
     return np.concatenate(scores), np.concatenate(preds)
 
 
-def score_spec(det: Detector, seed: int, protocol: Protocol, backbone, manifest, kinds) -> dict:
+def score_spec(det: Detector, seed: int, protocol: Protocol, backbone, manifest, kinds,
+               decode: str = "cpu") -> dict:
     """Cache key of one detector's scores on one set."""
     train = protocol.train.manifest.digest() if protocol.train is not None else None
     return {
-        "features": {k: spec_key(feature_spec(backbone, manifest, k)) for k in kinds},
+        "features": {k: spec_key(feature_spec(backbone, manifest, k, decode)) for k in kinds},
         "detector": det.describe(), "seed": seed,
         "protocol": {"name": protocol.name, "version": protocol.version,
                      "classes": _sha(protocol.classnames), "train": train,

@@ -75,8 +75,11 @@ def to_rgb(im: Image.Image) -> Image.Image:
 def resize_crop(im: Image.Image, pp: Preprocess) -> np.ndarray:
     """Resize the shorter side to ``pp.resize`` and center-crop ``pp.crop``: HxWx3 uint8."""
     w, h = im.size
-    scale = pp.resize / min(w, h)
-    nw, nh = max(pp.resize, round(w * scale)), max(pp.resize, round(h * scale))
+    # torchvision Resize(int) semantics: the short side becomes pp.resize, the long one is truncated
+    if w <= h:
+        nw, nh = pp.resize, int(pp.resize * h / w)
+    else:
+        nw, nh = int(pp.resize * w / h), pp.resize
     if (nw, nh) != (w, h):
         im = im.resize((nw, nh), INTERPOLATIONS[pp.interpolation])
     left = int(round((nw - pp.crop) / 2.0))

@@ -214,11 +214,13 @@ def evaluate(model, seed: int = 0, fraction: float = 1.0) -> dict:
     return out
 
 
-def train_step(model, opt, tokens: Tokens, batch: dict, prompt_tokens: torch.Tensor) -> float:
-    """One optimisation step of the caption contrastive loss plus the class-prompt contrastive loss."""
-    img = F.normalize(model.encode_image(preprocess_array(batch["images"])), dim=-1)
-    txt = F.normalize(encode_text_short(model, tokens(batch["captions"])), dim=-1)
-    prm = F.normalize(encode_text_short(model, prompt_tokens), dim=-1)
+def train_step(model, opt, tokens: Tokens, batch: dict, prompt_tokens: torch.Tensor, bf16: bool = True) -> float:
+    """One step of the caption contrastive loss plus the class-prompt loss (bf16 autocast matmuls on CPU)."""
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        img = model.encode_image(preprocess_array(batch["images"]))
+        txt = encode_text_short(model, tokens(batch["captions"]))
+        prm = encode_text_short(model, prompt_tokens)
+    img, txt, prm = (F.normalize(f.float(), dim=-1) for f in (img, txt, prm))
     scale = model.logit_scale.exp()
     loss_cap = multi_positive_nce(scale * img @ txt.T, positives(batch["attrs"], batch["mention"]))
     loss_cls = F.cross_entropy(scale * img @ prm.T, batch["classes"])
@@ -269,6 +271,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--weight-decay", type=float, default=0.05)
     ap.add_argument("--warmup", type=int, default=150)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fp32", action="store_true", help="disable bf16 autocast")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--eval-every", type=int, default=200)
     ap.add_argument("--out", type=Path, default=WEIGHTS_PATH)
@@ -297,7 +300,7 @@ def main(argv: list[str] | None = None) -> dict:
         tg = time.time()
         batch = make_batch(args.seed, step, args.batch)
         gen_s += time.time() - tg
-        loss = train_step(model, opt, tokens, batch, prompt_tokens)
+        loss = train_step(model, opt, tokens, batch, prompt_tokens, not args.fp32)
         step += 1
         if step % 25 == 0:
             el = time.time() - t0
@@ -311,7 +314,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"trained {step} steps in {train_s / 60:.1f} min; final eval:\n{json.dumps(results, indent=1)}", flush=True)
     meta = {
         "model_config": TOY_MODEL_CONFIG, "seed": args.seed, "steps": step, "batch": args.batch, "lr": args.lr,
-        "weight_decay": args.weight_decay, "warmup": args.warmup, "threads": args.threads,
+        "weight_decay": args.weight_decay, "warmup": args.warmup, "threads": args.threads, "bf16": not args.fp32,
         "world_version": world.WORLD_VERSION, "parameters": n_params, "train_seconds": round(train_s, 1),
         "wall_seconds": round(time.time() - t0, 1), "torch": torch.__version__, "eval": results,
         "command": "python -m oodbench.toy.train --steps %d --seed %d --batch %d" % (step, args.seed, args.batch),

@@ -1,0 +1,80 @@
+"""The detector contract, checked over every registered detector on the toy world.
+
+Each detector must: score in the documented direction (higher = more in-distribution), be
+deterministic given the seed, predict valid ID classes, and reject unknown or ill-typed
+hyperparameters naming the field. Trainable detectors run a smoke schedule (``max_steps``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+import oodbench
+from oodbench.errors import ConfigError
+from oodbench.runner import RunSpec, run
+
+LIMIT = 120  # images per set: enough for a stable direction check, small enough for CPU
+SMOKE_STEPS = 8
+
+
+def smoke_params(name: str) -> dict:
+    """Hyperparameters that keep a trainable detector's training to a few steps."""
+    fields = {f.name for f in dataclasses.fields(oodbench.DETECTORS.get(name).Params)}
+    return {"max_steps": SMOKE_STEPS} if "max_steps" in fields else {}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("contract-cache")
+
+
+def _run(name, cache, results, seed=0):
+    spec = RunSpec(detectors=[name], protocol="toy", backbone="toy", seeds=[seed],
+                   params={name: smoke_params(name)}, cache_dir=str(cache),
+                   results_dir=str(results), limit=LIMIT, workers=0, quiet=True)
+    (rec,) = run(spec)
+    return rec
+
+
+@pytest.mark.parametrize("name", oodbench.DETECTORS.names())
+def test_detector_direction_and_predictions(name, cache, tmp_path):
+    rec = _run(name, cache, tmp_path)
+    assert rec.metrics["far"]["auroc"] > 0.6, "scores must be higher for ID than for far OOD"
+    assert 0.0 <= rec.id_accuracy <= 1.0
+    saved = np.load(next((tmp_path / "runs/toy/toy").rglob(rec.scores_file)))
+    for key in saved.files:
+        if key.startswith("scores/"):
+            assert np.isfinite(saved[key]).all(), f"{key} has non-finite scores"
+        if key.startswith("preds/"):
+            assert ((saved[key] >= 0) & (saved[key] < 10)).all(), f"{key} predicts a bad class"
+
+
+@pytest.mark.parametrize("name", oodbench.DETECTORS.names())
+def test_detector_is_deterministic_given_the_seed(name, tmp_path):
+    a = _run(name, tmp_path / "c1", tmp_path / "r1")
+    b = _run(name, tmp_path / "c2", tmp_path / "r2")
+    assert a.metrics == b.metrics
+    assert a.id_accuracy == b.id_accuracy
+
+
+@pytest.mark.parametrize("name", oodbench.DETECTORS.names())
+def test_hyperparameters_are_validated_by_name(name):
+    cls = oodbench.DETECTORS.get(name)
+    with pytest.raises(ConfigError, match="no_such_field"):
+        cls({"no_such_field": 1})
+    for f in dataclasses.fields(cls.Params):
+        with pytest.raises(ConfigError, match=f.name):
+            cls({f.name: object()})
+
+
+@pytest.mark.parametrize("name", oodbench.DETECTORS.names())
+def test_detector_declares_its_contract(name):
+    cls = oodbench.DETECTORS.get(name)
+    assert cls.version and isinstance(cls.version, str)
+    assert cls.needs and cls.needs <= {"global", "local", "train", "images"}
+    assert oodbench.DETECTORS.describe(name), "every detector needs a one-line description"
+    defaults = cls().params
+    defaults.validate()
