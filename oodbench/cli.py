@@ -64,7 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--crop", type=int, help="override the center-crop size")
     r.add_argument("--batch-size", type=int)
     r.add_argument("--workers", type=int, help="data loader workers (default: cores - 1)")
+    r.add_argument("--decode", choices=["cpu", "device"],
+                   help="JPEG decoding: cpu (reference) or device (GPU, checked on a sample first)")
     r.add_argument("--limit", type=int, help="at most N images per set (smoke runs)")
+    r.add_argument("--chunk-size", type=int,
+                   help="images per resumable extraction chunk (default 4096)")
+    r.add_argument("--skip-unreadable", action="store_true",
+                   help="score without missing/corrupt images (the record counts them per set) "
+                   "instead of stopping with their list")
     r.add_argument("--quiet", action="store_true", help="no progress bars or status lines")
 
     b = sub.add_parser("bench", help="what `make bench` runs: real protocol if data is set up, "
@@ -88,12 +95,16 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--plots", action="store_true", help="also write ROC curves and histograms")
     lb.add_argument("--quiet", action="store_true")
 
-    d = sub.add_parser("data", help="check a data root for a protocol")
+    d = sub.add_parser("data", help="check a data root for a protocol, or index it")
     dsub = d.add_subparsers(dest="data_command", required=True)
     dc = dsub.add_parser("check", help="verify layout and counts; say what is missing and where")
     dc.add_argument("protocol")
     dc.add_argument("--data-root")
     dc.add_argument("--cache-dir")
+    dc.add_argument("--deep", action="store_true", help="also decode every image (slow)")
+    di = dsub.add_parser("index", help="write sha256 checksum tables of a protocol's sets")
+    di.add_argument("protocol")
+    di.add_argument("--data-root")
 
     c = sub.add_parser("cache", help="inspect and maintain the feature cache")
     csub = c.add_subparsers(dest="cache_command", required=True)
@@ -118,10 +129,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         "seeds": args.seeds, "data_root": args.data_root, "cache_dir": args.cache_dir,
         "results_dir": args.results_dir, "device": args.device, "precision": args.precision,
         "batch_size": args.batch_size, "workers": args.workers, "limit": args.limit,
+        "decode": args.decode,
+        "chunk_size": args.chunk_size,
     }
     spec = {**base, **{k: v for k, v in flags.items() if v is not None}}
     if args.quiet:
         spec["quiet"] = True
+    if args.skip_unreadable:
+        spec["skip_unreadable"] = True
     pp = {k: v for k, v in (("interpolation", args.interpolation), ("resize", args.resize),
                             ("crop", args.crop)) if v is not None}
     if pp:
@@ -209,8 +224,18 @@ def cmd_data(args: argparse.Namespace) -> int:
 
     proto = PROTOCOLS.get(args.protocol)()
     root = args.data_root or os.environ.get("OODBENCH_DATA")
+    if args.data_command == "index":
+        from oodbench.data.prepare import index_protocol
+        from oodbench.protocols.folders import FolderProtocol
+
+        if not isinstance(proto, FolderProtocol) or not root:
+            raise ConfigError(f"data index needs a protocol read from a data root and --data-root "
+                              f"(or OODBENCH_DATA); {args.protocol} with root {root!r} has neither")
+        index_protocol(proto, Path(root))
+        return 0
     cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
-    problems = proto.check(Path(root) if root else None, cache)
+    kw = {"deep": True} if args.deep else {}
+    problems = proto.check(Path(root) if root else None, cache, **kw)
     if problems:
         print(f"data root {root} is not ready for {args.protocol}:", file=sys.stderr)
         for pr in problems:

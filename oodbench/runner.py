@@ -8,6 +8,7 @@ runs; scores are cached too, so a rerun that changes nothing recomputes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
@@ -25,6 +26,7 @@ import torch
 
 from oodbench import metrics as M
 from oodbench.backbones import load_backbone
+from oodbench.data.images import readable_manifests
 from oodbench.detectors.base import GLOBAL, Context, Detector
 from oodbench.errors import ConfigError
 from oodbench.features import distributed
@@ -60,6 +62,7 @@ class RunSpec:
     limit: int | None = None
     chunk_size: int = 4096
     quiet: bool = False
+    skip_unreadable: bool = False  # drop unreadable images (counted in the record), not fail
     decode: str = "cpu"  # or "device": JPEG decoding on the GPU (checked first)
 
     def __post_init__(self) -> None:
@@ -67,6 +70,13 @@ class RunSpec:
             raise ConfigError("no detector given: pass --detector NAME[,NAME...]")
         if isinstance(self.seeds, int):
             self.seeds = [self.seeds]
+        if not all(isinstance(x, int) and not isinstance(x, bool) for x in self.seeds):
+            raise ConfigError(f"seeds must be integers like [0, 1, 2], got {self.seeds!r}")
+        if not all(isinstance(x, str) for x in self.detectors):
+            raise ConfigError(f"detectors must be names like [mcm, energy], got {self.detectors!r}")
+        for det, values in self.params.items():
+            if not isinstance(values, dict):
+                raise ConfigError(f"params.{det} must map FIELD: VALUE, got {values!r}")
         for name in self.detectors:
             DETECTORS.describe(name)  # unknown -> suggestions
         PROTOCOLS.describe(self.protocol)  # unknown -> suggestions
@@ -76,6 +86,8 @@ class RunSpec:
                               f"{self.detectors}")
         if self.batch_size <= 0:
             raise ConfigError(f"batch_size must be positive, got {self.batch_size}")
+        if self.chunk_size <= 0:
+            raise ConfigError(f"chunk_size must be positive, got {self.chunk_size}")
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "run spec") -> RunSpec:
@@ -90,8 +102,14 @@ class RunSpec:
         if isinstance(d.get("detectors"), str):
             d["detectors"] = [s.strip() for s in d["detectors"].split(",") if s.strip()]
         for name, kind in (("detectors", list), ("seeds", (list, int)), ("params", dict),
-                           ("protocol", str), ("backbone", str), ("batch_size", int)):
-            if name in d and not isinstance(d[name], kind):
+                           ("protocol", str), ("backbone", str), ("batch_size", int),
+                           ("chunk_size", int), ("limit", (int, type(None))),
+                           ("workers", (int, type(None))), ("skip_unreadable", bool),
+                           ("data_root", (str, type(None))), ("results_dir", str),
+                           ("cache_dir", (str, type(None))), ("device", str), ("precision", str),
+                           ("decode", str), ("quiet", bool), ("preprocess", dict)):
+            if name in d and (not isinstance(d[name], kind)
+                              or isinstance(d[name], bool) and kind is not bool):
                 raise ConfigError(f"{where}: field {name!r} has the wrong type "
                                   f"({type(d[name]).__name__})")
         try:
@@ -106,7 +124,10 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError("--device cuda was requested but no CUDA device is available")
-    return torch.device(name)
+    try:
+        return torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device {name!r} unknown; use auto, cpu, cuda or cuda:N") from None
 
 
 def seed_everything(seed: int) -> None:
@@ -169,13 +190,18 @@ def record_stem(spec_dir: Path, detector: Detector, seed: int) -> Path:
 class Features:
     """Features of every set of a protocol, extracted (or loaded) once per run."""
 
-    def __init__(self, backbone, protocol: Protocol, cache: Cache, spec: RunSpec, bar):
+    def __init__(self, backbone, protocol: Protocol, cache: Cache, spec: RunSpec, bar,
+                 checked: dict | None = None, skipped: dict[str, int] | None = None):
         self.backbone, self.protocol, self.cache, self.spec, self.bar = (
             backbone, protocol, cache, spec, bar)
         self.arrays: dict[str, dict[str, np.ndarray]] = {}
         self.seconds = 0.0
+        self.checked = checked or {}  # set name -> its manifest without unreadable images
+        self.skipped = skipped or {}
 
     def manifest(self, s: ImageSet):
+        if s.name in self.checked:
+            return self.checked[s.name]
         return s.manifest.limit(self.spec.limit)
 
     def get(self, s: ImageSet, kinds: list[str], log: dict | None = None) -> dict[str, np.ndarray]:
@@ -190,18 +216,31 @@ class Features:
         if need:
             t = time.perf_counter()
             st = ExtractStats()
-            held.update(extract(self.backbone, self.manifest(s), need, self.cache,
-                                batch_size=self.spec.batch_size, workers=self.spec.workers,
-                                chunk_size=self.spec.chunk_size, progress=self.bar, stats=st,
-                                decode=self.spec.decode))
+            with self.extract_lock(s):
+                held.update(extract(self.backbone, self.manifest(s), need, self.cache,
+                                    batch_size=self.spec.batch_size, workers=self.spec.workers,
+                                    chunk_size=self.spec.chunk_size, progress=self.bar, stats=st,
+                                    decode=self.spec.decode))
             self.seconds += time.perf_counter() - t
             entry.update({k: "cache" if st.hits[k] else "extracted" for k in need})
             if st.images_encoded or st.chunks_reused:
                 entry["images_encoded"] = st.images_encoded
                 entry["chunks_reused"] = st.chunks_reused
+            if st.decode_check is not None:  # device JPEG decoding: its check on a sample
+                entry["decode"] = {"used": st.decode, "check": st.decode_check,
+                                   "fallbacks": st.decode_fallbacks}
         if log is not None:
             log[s.name] = entry
         return {k: held[k] for k in kinds}
+
+
+    def extract_lock(self, s: ImageSet):
+        """One extraction of a set at a time across processes sharing the cache (not torchrun's
+        ranks, which extract one set together)."""
+        if distributed.world_size() > 1:
+            return contextlib.nullcontext()
+        key = spec_key([self.backbone.key(), self.manifest(s).digest()])
+        return self.cache.lock(f"extract-{key}", what=f"features of {s.name}")
 
 
 def make_detector(name: str, params: dict | None) -> Detector:
@@ -220,6 +259,9 @@ def run(spec: RunSpec) -> list[ResultRecord]:
                                                   cache.root)
     for n in spec.detectors:  # fail on bad hyperparameters before any work
         make_detector(n, spec.params.get(n))
+    checked, skipped = readable_manifests(  # fail on unreadable images before any work
+        {s.name: s.manifest.limit(spec.limit) for s in protocol.sets()}, spec.skip_unreadable,
+        cache)
     device = distributed.init_from_env(resolve_device(spec.device))  # torchrun: this rank's
     if not distributed.is_main():
         spec = dataclasses.replace(spec, quiet=True)
@@ -230,7 +272,7 @@ def run(spec: RunSpec) -> list[ResultRecord]:
         f"{', '.join(spec.detectors)} | seeds {spec.seeds} | {device}", spec.quiet)
     records = []
     with progress(spec.quiet) as bar:
-        feats = Features(backbone, protocol, cache, spec, bar)
+        feats = Features(backbone, protocol, cache, spec, bar, checked, skipped)
         for name in spec.detectors:
             for seed in spec.seeds:
                 det = make_detector(name, spec.params.get(name))
@@ -269,6 +311,10 @@ def run_one(det: Detector, seed: int, protocol: Protocol, backbone, feats: Featu
             encode_text=lambda prompts: encode_text_cached(backbone, prompts, cache, text_stats),
             split_features=lambda split, ks: _split_features(feats, protocol, split, ks),
             artifact_dir=cache.root / "artifacts", quiet=spec.quiet, info=info,
+            manifest_features=lambda m, ks: extract(
+                backbone, m, list(ks), cache, batch_size=spec.batch_size, workers=spec.workers,
+                chunk_size=spec.chunk_size, progress=feats.bar),
+            cache=cache,
         )
         det.setup(ctx)
     t_score = time.perf_counter()
@@ -313,7 +359,7 @@ def run_one(det: Detector, seed: int, protocol: Protocol, backbone, feats: Featu
         cache={"images": image_log, "scores_hit": scores_hit, **text_stats},
         environment=env, created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         scores_file=stem.with_suffix(".npz").name, shifted=shifted, limit=spec.limit,
-        train=info.pop("train", None), info=info,
+        train=info.pop("train", None), info=info, skipped_unreadable=dict(feats.skipped),
     )
     if distributed.is_main():
         rec.write(stem.with_suffix(".json"))

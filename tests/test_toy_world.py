@@ -11,7 +11,13 @@ import torch
 
 from oodbench.toy import generator as gen
 from oodbench.toy import world
-from oodbench.toy.model import TOY_MODEL_CONFIG, WEIGHTS_PATH, load_toy_clip, toy_tokenizer, toy_transform
+from oodbench.toy.model import (
+    TOY_MODEL_CONFIG,
+    WEIGHTS_PATH,
+    load_toy_clip,
+    toy_tokenizer,
+    toy_transform,
+)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -42,7 +48,12 @@ def test_generator_output_format():
 
 
 def test_class_sets_are_disjoint_and_known():
-    sets = [world.ID_CLASSES, world.NEAR_OOD_CLASSES, world.UNSEEN_ID_CLASSES, world.UNSEEN_NEAR_OOD_CLASSES]
+    sets = [
+        world.ID_CLASSES,
+        world.NEAR_OOD_CLASSES,
+        world.UNSEEN_ID_CLASSES,
+        world.UNSEEN_NEAR_OOD_CLASSES,
+    ]
     flat = [c for s in sets for c in s]
     assert len(flat) == len(set(flat))
     assert set(flat) <= set(gen.SHAPES)
@@ -51,7 +62,10 @@ def test_class_sets_are_disjoint_and_known():
 @pytest.fixture(scope="module")
 def small_world(monkeypatch_module):
     """A shrunken split layout so materialize runs in well under a second."""
-    small = {k: world.SplitSpec(v.classes[:2], 2, v.labelled, v.style, v.no_object) for k, v in world.SPLITS.items()}
+    small = {
+        k: world.SplitSpec(v.classes[:2], 2, v.labelled, v.style, v.no_object)
+        for k, v in world.SPLITS.items()
+    }
     monkeypatch_module.setattr(world, "SPLITS", small)
     return small
 
@@ -66,7 +80,9 @@ def monkeypatch_module():
 
 def _tree_bytes(root: Path) -> dict[str, bytes]:
     """Relative path -> bytes of every file under root."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 def test_materialize_deterministic_idempotent_atomic(tmp_path, small_world):
@@ -133,5 +149,7 @@ def test_shipped_weights_zero_shot_accuracy(toy_clip):
     rng = np.random.default_rng(12345)
     labels = np.repeat(np.arange(len(world.ID_CLASSES)), 12)
     images = np.stack([gen.render_object(world.ID_CLASSES[i], rng)[0] for i in labels])
-    pred = (image_features(toy_clip, images) @ class_text_features(toy_clip, world.ID_CLASSES).T).argmax(-1)
+    pred = (
+        image_features(toy_clip, images) @ class_text_features(toy_clip, world.ID_CLASSES).T
+    ).argmax(-1)
     assert (pred.numpy() == labels).mean() >= 0.85

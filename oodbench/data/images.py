@@ -3,10 +3,19 @@
 The CPU resizes and crops to uint8 (cheap to pin and copy); scaling to [0, 1] and normalising by
 the weights' mean/std happen on the device (:func:`normalize`). Every image is converted to RGB
 (grayscale, CMYK, palette, alpha and 16-bit inputs included).
+
+Before any work the runner calls :func:`readable_manifests`: every image of every test set is
+decoded once, and a set with unreadable files (missing, empty, corrupt, truncated) stops the run
+with the list of them, unless the user chose to skip them, in which case the sets shrink and the
+counts are returned for the result record. The check's outcome is cached under the files' sizes
+and modification times, so a rerun only stats the files.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,7 +32,7 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 @dataclass(frozen=True)
 class Preprocess:
-    """Test-time preprocessing: resize the shorter side, center-crop, normalise (part of cache keys)."""
+    """Test-time preprocessing: resize the shorter side, center-crop, normalise (in cache keys)."""
 
     resize: int = 224
     crop: int = 224
@@ -32,6 +41,18 @@ class Preprocess:
     std: tuple[float, float, float] = CLIP_STD
 
     def __post_init__(self) -> None:
+        for name in ("resize", "crop"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise DataError(f"preprocessing field {name!r} must be a positive integer, "
+                                f"got {v!r}")
+        for name in ("mean", "std"):
+            v = getattr(self, name)
+            if (not isinstance(v, (tuple, list)) or len(v) != 3
+                    or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)):
+                raise DataError(f"preprocessing field {name!r} must be three numbers, got {v!r}")
+        if any(x <= 0 for x in self.std):
+            raise DataError(f"preprocessing field 'std' must be positive, got {self.std!r}")
         if self.interpolation not in INTERPOLATIONS:
             raise DataError(
                 f"interpolation {self.interpolation!r} unknown; use one of {sorted(INTERPOLATIONS)}"
@@ -63,13 +84,21 @@ def to_rgb(im: Image.Image) -> Image.Image:
         return im
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(im, dtype=np.float64)
-        hi = 65535.0 if im.mode.startswith("I;16") else max(float(arr.max()), 1.0)
-        return Image.fromarray(np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
+        hi = 65535.0 if im.mode.startswith("I;16") else _full_scale(float(arr.max()))
+        gray = np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(gray).convert("RGB")
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
         rgba = im.convert("RGBA")
         bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(bg, rgba).convert("RGB")
     return im.convert("RGB")
+
+
+def _full_scale(peak: float) -> float:
+    """White level of a 32-bit integer image: 8-bit or 16-bit range when the values fit one."""
+    if peak <= 255:
+        return 255.0
+    return 65535.0 if peak <= 65535 else peak
 
 
 def resize_crop(im: Image.Image, pp: Preprocess) -> np.ndarray:
@@ -125,12 +154,99 @@ def normalize(images_uint8, pp: Preprocess, dtype=None):
 
 def find_unreadable(manifest: Manifest, limit: int | None = None) -> list[tuple[str, str]]:
     """(relative path, reason) of entries that are missing or cannot be decoded."""
-    bad = []
+    bad = [(manifest.paths[i], why) for i, why in scan_unreadable(manifest)]
+    return bad[:limit] if limit else bad
+
+
+def why_unreadable(path: Path) -> str | None:
+    """Why the image at ``path`` cannot be used (missing, empty, undecodable), or None if it can."""
+    try:
+        size = os.stat(path).st_size
+    except (OSError, ValueError):
+        return "file does not exist"
+    if size == 0:
+        return "file is empty (0 bytes)"
+    try:
+        load_rgb(path)
+    except DataError as e:
+        return str(e).replace(f"image {path} ", "", 1)
+    return None
+
+
+def scan_unreadable(manifest: Manifest, workers: int | None = None) -> list[tuple[int, str]]:
+    """(index, reason) of every unreadable entry, decoding the images on a thread pool."""
+    workers = workers or min(8, os.cpu_count() or 1)
+    paths = [manifest.absolute(i) for i in range(len(manifest))]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        reasons = list(pool.map(why_unreadable, paths, chunksize=64))
+    return [(i, why) for i, why in enumerate(reasons) if why is not None]
+
+
+def files_signature(manifest: Manifest) -> str:
+    """sha256 over the manifest and each file's size and mtime: changes when any file changes."""
+    h = hashlib.sha256(f"{manifest.root.resolve()}\n{manifest.digest()}\n".encode())
     for i in range(len(manifest)):
         try:
-            load_rgb(manifest.absolute(i))
-        except DataError as e:
-            bad.append((manifest.paths[i], str(e)))
-            if limit and len(bad) >= limit:
-                break
+            st = os.stat(manifest.absolute(i))
+            h.update(f"{st.st_size}:{st.st_mtime_ns}\n".encode())
+        except (OSError, ValueError):
+            h.update(b"missing\n")
+    return h.hexdigest()
+
+
+def unreadable_indices(manifest: Manifest, cache=None) -> list[int]:
+    """Indices of unreadable entries; from ``cache`` (level ``checks``) when no file changed."""
+    spec = {"kind": "readability-check", "version": 1, "files": files_signature(manifest)}
+    if cache is not None:
+        hit = cache.load("checks", spec, mmap=False)
+        if hit is not None:
+            return [int(i) for i in hit]
+    bad = [i for i, _ in scan_unreadable(manifest)]
+    if cache is not None:
+        cache.save("checks", spec, np.asarray(bad, dtype=np.int64), source=manifest.name)
     return bad
+
+
+def readable_manifests(
+    manifests: dict[str, Manifest], skip: bool, cache=None, show: int = 10
+) -> tuple[dict[str, Manifest], dict[str, int]]:
+    """Check every image of every set before any work; the sets to use and how many were skipped.
+
+    An empty set, or any unreadable image when ``skip`` is False, raises DataError listing the
+    files and the fix. With ``skip`` the unreadable entries are dropped (never silently: the
+    returned counts go into the result record) and a set left empty is still an error.
+    """
+    for name, m in manifests.items():
+        if len(m) == 0:
+            raise DataError(f"set {name!r} has no images (read from {m.source or m.root}); a set "
+                            "without images has no metrics. Put the images there or fix the list")
+    bad = {name: unreadable_indices(m, cache) for name, m in manifests.items()}
+    bad = {name: idx for name, idx in bad.items() if idx}
+    if bad and not skip:
+        raise DataError(_unreadable_message(manifests, bad, show))
+    out = dict(manifests)
+    for name, idx in bad.items():
+        drop = set(idx)
+        m = manifests[name]
+        if len(drop) == len(m):
+            raise DataError(f"set {name!r}: all {len(m)} images are unreadable (e.g. "
+                            f"{m.absolute(idx[0])}: {why_unreadable(m.absolute(idx[0]))})")
+        out[name] = m.subset([i for i in range(len(m)) if i not in drop])
+    return out, {name: len(idx) for name, idx in bad.items()}
+
+
+def _unreadable_message(manifests: dict[str, Manifest], bad: dict[str, list[int]],
+                        show: int) -> str:
+    total = sum(len(v) for v in bad.values())
+    lines = [f"{total} image(s) cannot be read; nothing was scored:"]
+    for name, idx in bad.items():
+        m = manifests[name]
+        lines.append(f"  set {name!r} ({len(idx)} of {len(m)}, under {m.root}):")
+        for i in idx[:show]:
+            lines.append(f"    {m.paths[i]}: {why_unreadable(m.absolute(i)) or 'unreadable'}")
+        if len(idx) > show:
+            lines.append(f"    ... and {len(idx) - show} more")
+    lines.append("Replace or delete these files (and fix any image list that names them), or rerun "
+                 "with --skip-unreadable to score without them (the result record then says how "
+                 "many were skipped in each set).")
+    return "\n".join(lines)

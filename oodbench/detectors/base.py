@@ -122,7 +122,12 @@ class NoParams(DetectorParams):
 
 @dataclass
 class Context:
-    """What ``setup`` gets: backbone, protocol, seed, cached text encoding, split features, artifacts."""
+    """What ``setup`` gets: backbone, protocol, seed, cached text encoding, split features, artifacts.
+
+    ``split_features(split, kinds)`` gives the features (and ``labels``) of the protocol's whole
+    ``train`` or ``val`` split; ``manifest_features(manifest, kinds)`` extracts (through the cache)
+    the features of any manifest, e.g. a few-shot subset of a large training split.
+    """
 
     backbone: Any
     protocol: Any
@@ -133,6 +138,8 @@ class Context:
     artifact_dir: Path
     quiet: bool = True
     info: dict = field(default_factory=dict)
+    manifest_features: Callable[[Any, list[str]], dict[str, np.ndarray]] | None = None
+    cache: Any = None
 
     @property
     def classnames(self) -> list[str]:

@@ -7,6 +7,12 @@ hyperparameters, seed). The key is the sha256 of the canonical JSON of the spec,
 changes the bytes changes the key. The array is written first and the sidecar last, both atomically:
 an entry without a valid sidecar does not exist. The sidecar records the array's sha256, which is
 checked before an entry is trusted; a damaged entry is dropped and recomputed.
+
+Processes may share one cache. Every read, write and drop of an entry holds that entry's file lock
+(:mod:`oodbench.locks`), and a write never replaces a valid entry (first writer wins), so a reader
+never sees one writer's array with another's sidecar. :meth:`Cache.lock` gives callers a named lock
+for work that must happen once (extracting one set). A fourth level, ``checks``, holds the results
+of image readability checks.
 """
 
 from __future__ import annotations
@@ -21,9 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
+from oodbench.errors import DataError
 from oodbench.io import atomic_save_npy, atomic_write_json
+from oodbench.locks import FileLock
 
-LEVELS = ("text", "images", "scores")
+LEVELS = ("text", "images", "scores", "checks")
+STALE_TMP_S = 3600.0  # a temporary file older than this belongs to a writer that died
 DEFAULT_CACHE = Path(".oodbench-cache")
 
 
@@ -71,34 +80,62 @@ class Cache:
             raise ValueError(f"unknown cache level {level!r}")
         return self.root / level / key[:2] / key
 
+    def entry_lock(self, level: str, key: str) -> FileLock:
+        """The lock guarding one entry's files (striped over 256 lock files by key prefix)."""
+        return FileLock(self.root / "locks" / f"entry-{level}-{key[:2]}.lock")
+
+    def lock(self, name: str, what: str = "") -> FileLock:
+        """A named lock for work that must run once across processes (e.g. extracting one set)."""
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+        return FileLock(self.root / "locks" / f"{safe}.lock", what=what)
+
+    def has(self, level: str, spec: dict) -> bool:
+        """Whether a complete entry for ``spec`` exists (sidecar present; checksum not verified)."""
+        return (self.entry_dir(level, spec_key(spec)) / "meta.json").is_file()
+
     def load(self, level: str, spec: dict, mmap: bool = True) -> np.ndarray | None:
-        """The cached array for ``spec``, or None when absent or damaged (a damaged one is removed)."""
+        """The cached array for ``spec``; None when absent or damaged (a damaged one is removed)."""
         key = spec_key(spec)
         d = self.entry_dir(level, key)
-        meta = self._valid_meta(d, key, level)
-        if meta is None:
+        if not (d / "meta.json").is_file():
             return None
-        try:
-            arr = np.load(d / "data.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
-        except Exception:
-            self._drop(d)
-            return None
-        if list(arr.shape) != meta["shape"] or str(arr.dtype) != meta["dtype"]:
-            self._drop(d)
-            return None
+        with self.entry_lock(level, key):
+            meta = self._valid_meta(d, key, level)
+            if meta is None:
+                return None
+            try:
+                arr = np.load(d / "data.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
+            except Exception:
+                self._drop(d)
+                return None
+            if list(arr.shape) != meta["shape"] or str(arr.dtype) != meta["dtype"]:
+                self._drop(d)
+                return None
         return arr
 
     def save(self, level: str, spec: dict, array: np.ndarray, **info) -> Path:
-        """Store ``array`` under ``spec`` atomically (array first, then the sidecar)."""
+        """Store ``array`` under ``spec`` atomically (array first, then the sidecar).
+
+        A valid entry already there (written by a concurrent run) is kept, not replaced. When the
+        spec says how many rows the array has (``n``) and the array disagrees, nothing is stored.
+        """
         key = spec_key(spec)
         d = self.entry_dir(level, key)
-        atomic_save_npy(d / "data.npy", array)
-        meta = {
-            "level": level, "key": key, "spec": spec, "shape": list(array.shape),
-            "dtype": str(array.dtype), "sha256": array_sha256(d / "data.npy"),
-            "created": time.time(), **info,
-        }
-        atomic_write_json(d / "meta.json", meta)
+        check_rows(level, key, spec, array, self.chunk_dir(level, spec))
+        with self.entry_lock(level, key):
+            if self._valid_meta(d, key, level) is not None:
+                return d
+            atomic_save_npy(d / "data.npy", array)
+            meta = {
+                "level": level, "key": key, "spec": spec, "shape": list(array.shape),
+                "dtype": str(array.dtype), "sha256": array_sha256(d / "data.npy"),
+                "created": time.time(), **info,
+            }
+            try:
+                atomic_write_json(d / "meta.json", meta)
+            except BaseException:
+                _unlink(d / "data.npy")  # no entry rather than data without its sidecar
+                raise
         return d
 
     def chunk_dir(self, level: str, spec: dict) -> Path:
@@ -127,10 +164,7 @@ class Cache:
     def _drop(self, d: Path) -> None:
         """Remove a damaged entry's sidecar and data (chunks of a rebuild are kept)."""
         for name in ("meta.json", "data.npy"):
-            try:
-                (d / name).unlink()
-            except FileNotFoundError:
-                pass
+            _unlink(d / name)
 
     def entries(self) -> list[EntryInfo]:
         """Every complete entry (sidecar present), without checking sums."""
@@ -147,28 +181,48 @@ class Cache:
         return out
 
     def verify(self) -> list[tuple[Path, str]]:
-        """Check every entry's sidecar and checksum; returns (entry, problem) for the damaged ones."""
+        """Check every entry's sidecar and checksum; returns (entry, problem) for the damaged ones.
+
+        Leftovers of an interrupted write (data without a sidecar, partial chunks, temporary
+        files) are not damage: no reader ever uses them. :meth:`leftovers` lists them.
+        """
         bad = []
         for level in LEVELS:
             for d in sorted(p for p in (self.root / level).glob("*/*") if p.is_dir()):
-                meta_path = d / "meta.json"
-                if not meta_path.exists():
-                    if (d / "data.npy").exists():
-                        bad.append((d, "data without a sidecar (interrupted write)"))
+                if not (d / "meta.json").exists():
                     continue
-                try:
-                    meta = json.loads(meta_path.read_text())
-                    if spec_key(meta["spec"]) != d.name or meta.get("key") != d.name:
-                        bad.append((d, "sidecar spec does not hash to the entry's key"))
-                    elif array_sha256(d / "data.npy") != meta["sha256"]:
-                        bad.append((d, "data does not match its recorded sha256"))
-                except (OSError, ValueError, KeyError, TypeError) as e:
-                    bad.append((d, f"unreadable entry ({type(e).__name__})"))
+                with self.entry_lock(level, d.name):
+                    problem = _entry_problem(d, level)
+                if problem:
+                    bad.append((d, problem))
         return bad
+
+    def leftovers(self, stale_s: float = STALE_TMP_S) -> list[Path]:
+        """What interrupted runs left that no reader uses: orphan arrays, stale chunks, temp files.
+
+        Chunks of an entry still being built are kept (a rerun resumes from them); temporary files
+        younger than ``stale_s`` may belong to a live writer and are kept too.
+        """
+        out: list[Path] = []
+        now = time.time()
+        for level in LEVELS:
+            for d in sorted(p for p in (self.root / level).glob("*/*") if p.is_dir()):
+                complete = (d / "meta.json").exists()
+                if not complete and (d / "data.npy").exists():
+                    out.append(d / "data.npy")
+                if complete and (d / "chunks").exists():
+                    out.append(d / "chunks")
+                for tmp in d.rglob(".*.tmp"):
+                    try:
+                        if now - tmp.stat().st_mtime > stale_s:
+                            out.append(tmp)
+                    except FileNotFoundError:
+                        pass
+        return out
 
     def gc(self, older_than_days: float | None = None, level: str | None = None,
            dry_run: bool = False) -> list[Path]:
-        """Remove damaged entries, stale chunks and (optionally) entries older than N days."""
+        """Remove damaged entries, leftovers of interrupted runs and (optionally) old entries."""
         removed = [d for d, _ in self.verify()]
         now = time.time()
         for e in self.entries():
@@ -176,10 +230,55 @@ class Cache:
                 continue
             if older_than_days is not None and now - e.created > older_than_days * 86400:
                 removed.append(e.path)
-        for chunks in self.root.glob("*/*/*/chunks"):
-            if (chunks.parent / "meta.json").exists():
-                removed.append(chunks)
+        removed += self.leftovers()
         if not dry_run:
             for p in removed:
-                shutil.rmtree(p, ignore_errors=True)
+                if p.is_dir():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    _unlink(p)
         return removed
+
+
+def check_rows(level: str, key: str, spec: dict, array: np.ndarray, chunks: Path) -> None:
+    """Refuse an array whose row count differs from the spec's ``n`` (stale chunks are removed).
+
+    Resumable extraction joins chunk files by index; chunks left by a run with another chunk size
+    would join into the wrong rows. The count exposes that, and removing the chunks makes the
+    rerun start clean.
+    """
+    n = spec.get("n")
+    if not isinstance(n, int) or isinstance(n, bool) or (array.ndim and array.shape[0] == n):
+        return
+    shutil.rmtree(chunks, ignore_errors=True)
+    raise DataError(
+        f"cache {level}/{key}: the joined array has {array.shape[0] if array.ndim else 0} rows "
+        f"but {n} images were extracted. Partial chunks from an interrupted run with another "
+        f"--chunk-size were mixed in; they have been removed ({chunks}). Rerun the same command."
+    )
+
+
+def _entry_problem(d: Path, level: str) -> str | None:
+    """Why a complete entry cannot be trusted, or None when its sidecar and checksum hold."""
+    try:
+        meta = json.loads((d / "meta.json").read_text())
+        if not isinstance(meta, dict) or not isinstance(meta.get("spec"), dict):
+            return "sidecar is not a JSON object with a spec"
+        if spec_key(meta["spec"]) != d.name or meta.get("key") != d.name:
+            return "sidecar spec does not hash to the entry's key"
+        if meta.get("level") != level:
+            return f"sidecar says level {meta.get('level')!r}"
+        if not (d / "data.npy").is_file():
+            return "sidecar without data"
+        if array_sha256(d / "data.npy") != meta["sha256"]:
+            return "data does not match its recorded sha256"
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"unreadable entry ({type(e).__name__})"
+    return None
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass

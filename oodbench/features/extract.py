@@ -213,6 +213,7 @@ def _extract_missing(backbone, manifest, kinds, cache, batch_size, workers, chun
     ranges = [(lo, min(n, lo + chunk_size)) for lo in range(0, n, chunk_size)]
     todo = [r for r in ranges if not all((dirs[k] / _chunk_name(*r)).is_file() for k in kinds)]
     stats.chunks_reused += len(ranges) - len(todo)
+    distributed.barrier()  # every rank has listed the same finished chunks before any writes
     mine = distributed.shard(todo)
     if mine:
         task = progress.add_task(f"extract {manifest.name}", total=n, extra=backbone.name) \
@@ -438,8 +439,10 @@ def resize_crop_tensor(img: torch.Tensor, pp: Preprocess) -> torch.Tensor:
     agree with PIL's to within rounding for downscaling.
     """
     _, h, w = img.shape
-    scale = pp.resize / min(w, h)
-    nw, nh = max(pp.resize, round(w * scale)), max(pp.resize, round(h * scale))
+    if w <= h:  # the same sizes as the CPU path (torchvision Resize(int) semantics)
+        nw, nh = pp.resize, int(pp.resize * h / w)
+    else:
+        nw, nh = int(pp.resize * w / h), pp.resize
     if (nw, nh) != (w, h):
         x = img.unsqueeze(0).float()
         if pp.interpolation == "nearest":

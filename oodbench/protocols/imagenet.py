@@ -1,14 +1,19 @@
-"""ImageNet-1k protocols. ``imagenet1k-mos4``: ImageNet-1k val vs iNaturalist / SUN / Places / Textures.
+"""ImageNet protocols: the MOS four with ImageNet-1k or -100 as ID, covariate shift, hard OOD.
 
-The OOD subsets are those of MOS (Huang & Li, CVPR 2021), used by MCM, NegLabel, CLIPN, CMA, LAPT,
-KR-NFT and Local-Prompt. Class order is sorted WNID (ImageFolder) with the CLIP-cleaned names.
+``imagenet1k-mos4``: ImageNet-1k val vs iNaturalist / SUN / Places / Textures, the OOD subsets of
+MOS (Huang & Li, CVPR 2021) used by MCM, NegLabel, CLIPN, CMA, LAPT, KR-NFT and Local-Prompt.
+Class order is sorted WNID (ImageFolder) with the CLIP-cleaned names. ``imagenet100-mos4``: MCM's
+ImageNet-100. ``covariate-shift*``: ImageNet-V2 / -Sketch / -A / -R count as ID (never as OOD).
+``hard-ood-*``: MCM's ImageNet-10 vs ImageNet-20, both ways.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from oodbench.data.classnames import imagenet1k_classnames, imagenet1k_wnids
+from oodbench.protocols.classlists import imagenet_ar_wnids, imagenet_names_of, wnid_table
 from oodbench.protocols.folders import FolderProtocol, SetSpec
 from oodbench.registry import PROTOCOLS
 
@@ -59,3 +64,146 @@ class ImageNet1kMOS4(FolderProtocol):
     def class_folders(self, root: Path, spec: SetSpec) -> list[str] | None:
         # label = index of the WNID in the full sorted list, even when only some folders exist
         return imagenet1k_wnids() if spec.role in ("id", "train", "val") else None
+
+
+def _imagenet100() -> tuple[list[str], list[str]]:
+    return wnid_table("imagenet100_classes.tsv")
+
+
+@PROTOCOLS.register("imagenet100-mos4")
+class ImageNet100MOS4(FolderProtocol):
+    """ImageNet-100 (MCM's 100-class subset of ImageNet-1k val) vs the MOS four."""
+
+    name = "imagenet100-mos4"
+    version = "1"
+    description = "ImageNet-100 (MCM's subset, 5k val images) vs iNaturalist/SUN/Places/Textures"
+    sets = (
+        SetSpec("ImageNet-100", "id", "imagenet/val", 5_000, IMAGENET_SOURCE,
+                classes=tuple(_imagenet100()[0]), only_listed=True),
+        *MOS4_OOD,
+        SetSpec("ImageNet-100-train", "train", "imagenet/train", None, IMAGENET_TRAIN_SOURCE,
+                optional=True, classes=tuple(_imagenet100()[0]), only_listed=True),
+    )
+    classnames_fn = staticmethod(lambda: _imagenet100()[1])
+    notes = ("Class names are MCM's (Keras-style imagenet_class_index.json names) in sorted-WNID "
+             "label order; MCM's own code lists them in class_list.txt order, which changes ID "
+             "accuracy but not MCM's score.")
+
+
+# ---------------------------------------------------------------------------- covariate shift
+
+IMAGENET_V2 = SetSpec(
+    "ImageNet-V2", "shifted-id", "imagenetv2-matched-frequency-format-val", 10_000,
+    "ImageNetV2 matched-frequency from https://github.com/modestyachts/ImageNetV2 (the "
+    "imagenetv2-matched-frequency.tar.gz release on Hugging Face: vaishaal/ImageNetV2); extract in "
+    "the data root (class folders 0..999)",
+    classes=tuple(str(i) for i in range(1000)))
+IMAGENET_SKETCH = SetSpec(
+    "ImageNet-Sketch", "shifted-id", "sketch", 50_889,
+    "ImageNet-Sketch from https://github.com/HaohanWang/ImageNet-Sketch (ImageNet-Sketch.zip); "
+    "extract so that sketch/<wnid>/*.JPEG exists in the data root",
+    classes=None)
+IMAGENET_A = SetSpec(
+    "ImageNet-A", "shifted-id", "imagenet-a", 7_500,
+    "ImageNet-A from https://github.com/hendrycks/natural-adv-examples "
+    "(https://people.eecs.berkeley.edu/~hendrycks/imagenet-a.tar); extract in the data root")
+IMAGENET_R = SetSpec(
+    "ImageNet-R", "shifted-id", "imagenet-r", 30_000,
+    "ImageNet-R from https://github.com/hendrycks/imagenet-r "
+    "(https://people.eecs.berkeley.edu/~hendrycks/imagenet-r.tar); extract in the data root")
+SHIFTED = {"v2": IMAGENET_V2, "sketch": IMAGENET_SKETCH, "a": IMAGENET_A, "r": IMAGENET_R}
+
+
+class CovariateShift(FolderProtocol):
+    """ImageNet variants count as ID (never OOD): ID accuracy and OOD detection vs the MOS four."""
+
+    classnames_fn = staticmethod(imagenet1k_classnames)
+
+    def class_folders(self, root: Path, spec: SetSpec) -> list[str] | None:
+        return imagenet1k_wnids() if spec.role in ("id", "shifted-id", "train", "val") else None
+
+
+@PROTOCOLS.register("covariate-shift")
+class CovariateShiftAll(CovariateShift):
+    """ImageNet-1k val as ID with ImageNet-V2 / -Sketch / -A / -R as shifted ID, vs the MOS four."""
+
+    name = "covariate-shift"
+    version = "1"
+    description = ("ImageNet-1k val + ImageNet-V2/-Sketch/-A/-R as shifted ID (1000 names) vs "
+                   "the MOS four; per-variant accuracy and FPR95/AUROC")
+    sets = (SetSpec("ImageNet-1k", "id", "imagenet/val", 50_000, IMAGENET_SOURCE),
+            *SHIFTED.values(), *MOS4_OOD)
+
+
+def _variant_protocol(key: str, spec: SetSpec, n_classes: int) -> type[FolderProtocol]:
+    """``covariate-shift-<key>`` (all 1000 names) or ``-<key>-200`` (the 200 names of A / R)."""
+    as_id = replace(spec, role="id")
+    if n_classes == 200:
+        wnids = imagenet_ar_wnids(key)
+        as_id = replace(as_id, classes=tuple(wnids))
+        names_fn = staticmethod(lambda: imagenet_names_of(wnids))
+        suffix, labels = "-200", "the 200 names of its classes"
+    else:
+        names_fn = staticmethod(imagenet1k_classnames)
+        suffix, labels = "", "all 1000 ImageNet names (KR-NFT)"
+
+    class Variant(CovariateShift):
+        name = f"covariate-shift-{key}{suffix}"
+        version = "1"
+        description = f"{spec.name} as ID ({labels}) vs the MOS four"
+        sets = (as_id, *MOS4_OOD)
+        classnames_fn = names_fn
+
+    Variant.__name__ = Variant.__qualname__ = f"CovariateShift_{key}{suffix.replace('-', '_')}"
+    Variant.__doc__ = Variant.description
+    return PROTOCOLS.register(Variant.name)(Variant)
+
+
+COVARIATE_VARIANTS = {
+    **{f"covariate-shift-{k}": _variant_protocol(k, s, 1000) for k, s in SHIFTED.items()},
+    **{f"covariate-shift-{k}-200": _variant_protocol(k, SHIFTED[k], 200) for k in ("a", "r")},
+}
+globals().update({c.__name__: c for c in COVARIATE_VARIANTS.values()})  # lazy targets
+
+
+# ---------------------------------------------------------------------------- hard OOD
+
+def _in10() -> tuple[list[str], list[str]]:
+    return wnid_table("imagenet10_classes.tsv")
+
+
+def _in20() -> tuple[list[str], list[str]]:
+    return wnid_table("imagenet20_classes.tsv")
+
+
+@PROTOCOLS.register("hard-ood-imagenet10")
+class HardOODImageNet10(FolderProtocol):
+    """Hard OOD (MCM): ImageNet-10 val as ID vs ImageNet-20 val as OOD, MCM's class names."""
+
+    name = "hard-ood-imagenet10"
+    version = "1"
+    description = "hard OOD: ImageNet-10 (ID, MCM's names) vs ImageNet-20 (OOD), val images"
+    sets = (
+        SetSpec("ImageNet-10", "id", "imagenet/val", 500, IMAGENET_SOURCE,
+                classes=tuple(_in10()[0]), only_listed=True),
+        SetSpec("ImageNet-20", "ood", "imagenet/val", 1_000, IMAGENET_SOURCE, "near",
+                classes=tuple(_in20()[0]), only_listed=True),
+    )
+    classnames_fn = staticmethod(lambda: _in10()[1])
+
+
+@PROTOCOLS.register("hard-ood-imagenet20")
+class HardOODImageNet20(FolderProtocol):
+    """Hard OOD (MCM): ImageNet-20 val as ID vs ImageNet-10 as OOD (train images, as MCM reads)."""
+
+    name = "hard-ood-imagenet20"
+    version = "1"
+    description = "hard OOD: ImageNet-20 (ID, MCM's names) vs ImageNet-10 (OOD, MCM's train images)"
+    sets = (
+        SetSpec("ImageNet-20", "id", "imagenet/val", 1_000, IMAGENET_SOURCE,
+                classes=tuple(_in20()[0]), only_listed=True),
+        SetSpec("ImageNet-10", "ood", "imagenet/train", 13_000, IMAGENET_TRAIN_SOURCE, "near",
+                classes=tuple(_in10()[0]), only_listed=True),
+    )
+    classnames_fn = staticmethod(lambda: _in20()[1])
+    notes = "MCM reads ImageNet-10 as OOD from its train split (ImageNet10/train); so does this."

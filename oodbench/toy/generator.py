@@ -1,4 +1,4 @@
-"""Deterministic procedural generator of the toy world: one-object images, no-object images, captions.
+"""Deterministic procedural generator of the toy world: object and no-object images, captions.
 
 Every function takes an explicit ``numpy.random.Generator``; the same seed gives the same bytes.
 Captions always use the article "a" (toy grammar: "a photo of a arrow"), matching the harness prompt
@@ -58,20 +58,20 @@ def _circle(cx: float, cy: float, rx: float, ry: float | None = None, n: int = 4
     """Polygon approximating an ellipse, so that every primitive can be rotated."""
     ry = rx if ry is None else ry
     t = np.linspace(0, 2 * np.pi, n, endpoint=False)
-    return list(zip(cx + rx * np.cos(t), cy + ry * np.sin(t)))
+    return list(zip(cx + rx * np.cos(t), cy + ry * np.sin(t), strict=True))
 
 
 def _regular(n: int, r: float = 1.0, phase: float = -np.pi / 2) -> Poly:
     """Regular n-gon of circumradius r with a vertex at the top."""
     t = phase + 2 * np.pi * np.arange(n) / n
-    return list(zip(r * np.cos(t), r * np.sin(t)))
+    return list(zip(r * np.cos(t), r * np.sin(t), strict=True))
 
 
 def _star(n: int, outer: float, inner: float) -> Poly:
     """Star polygon with n points."""
     t = -np.pi / 2 + np.pi * np.arange(2 * n) / n
     r = np.where(np.arange(2 * n) % 2 == 0, outer, inner)
-    return list(zip(r * np.cos(t), r * np.sin(t)))
+    return list(zip(r * np.cos(t), r * np.sin(t), strict=True))
 
 
 def _rect(x0: float, y0: float, x1: float, y1: float) -> Poly:
@@ -84,13 +84,13 @@ def _heart() -> Poly:
     t = np.linspace(0, 2 * np.pi, 60, endpoint=False)
     x = 16 * np.sin(t) ** 3
     y = -(13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t))
-    return list(zip(x / 17, (y + 3) / 17))
+    return list(zip(x / 17, (y + 3) / 17, strict=True))
 
 
 def _half_disc(rx: float, ry: float, cy: float) -> Poly:
     """Upper half of an ellipse centred at (0, cy)."""
     t = np.linspace(np.pi, 2 * np.pi, 24)
-    return list(zip(rx * np.cos(t), cy + ry * np.sin(t)))
+    return list(zip(rx * np.cos(t), cy + ry * np.sin(t), strict=True))
 
 
 def _leaf() -> Poly:
@@ -131,7 +131,20 @@ _GEOMETRY: dict[str, list[tuple[Poly, bool]]] = {
         (_rect(0.6, 0.05, 0.72, 0.38), True),
         (_rect(0.84, 0.05, 0.96, 0.3), True),
     ],
-    "lightning": [([(0.15, -1), (-0.55, 0.15), (-0.05, 0.15), (-0.3, 1), (0.55, -0.25), (0.05, -0.25), (0.45, -1)], True)],
+    "lightning": [
+        (
+            [
+                (0.15, -1),
+                (-0.55, 0.15),
+                (-0.05, 0.15),
+                (-0.3, 1),
+                (0.55, -0.25),
+                (0.05, -0.25),
+                (0.45, -1),
+            ],
+            True,
+        )
+    ],
     "cloud": [
         (_circle(-0.5, 0.15, 0.4), True),
         (_circle(0.05, -0.15, 0.5), True),
@@ -145,7 +158,10 @@ _GEOMETRY: dict[str, list[tuple[Poly, bool]]] = {
         (_circle(0, 0.75, 0.18), True),
     ],
     # unseen near-OOD classes (each visually close to an unseen-ID class)
-    "flower": [(_circle(0.55 * math.cos(a), 0.55 * math.sin(a), 0.36), True) for a in np.linspace(0, 2 * np.pi, 5, endpoint=False)]
+    "flower": [
+        (_circle(0.55 * math.cos(a), 0.55 * math.sin(a), 0.36), True)
+        for a in np.linspace(0, 2 * np.pi, 5, endpoint=False)
+    ]
     + [(_circle(0, 0, 0.3), True)],
     "leaf": [(_leaf(), True), (_rect(0.55, 0.62, 0.9, 0.7), True)],
     "bone": [
@@ -161,7 +177,9 @@ _GEOMETRY: dict[str, list[tuple[Poly, bool]]] = {
 SHAPES: tuple[str, ...] = tuple(_GEOMETRY)
 
 
-def _jitter_colour(rgb: tuple[int, int, int], rng: np.random.Generator, amount: int = 18) -> np.ndarray:
+def _jitter_colour(
+    rgb: tuple[int, int, int], rng: np.random.Generator, amount: int = 18
+) -> np.ndarray:
     """Colour with a small random per-channel offset so classes are not single pixels values."""
     return np.clip(np.array(rgb, np.float32) + rng.uniform(-amount, amount, 3), 0, 255)
 
@@ -173,7 +191,10 @@ def shape_mask(shape: str, cx: float, cy: float, r: float, angle: float) -> np.n
     draw = ImageDraw.Draw(img)
     ca, sa = math.cos(angle), math.sin(angle)
     for poly, add in _GEOMETRY[shape]:
-        pts = [((cx + r * (ca * x - sa * y)) * _SS, (cy + r * (sa * x + ca * y)) * _SS) for x, y in poly]
+        pts = [
+            ((cx + r * (ca * x - sa * y)) * _SS, (cy + r * (sa * x + ca * y)) * _SS)
+            for x, y in poly
+        ]
         draw.polygon(pts, fill=255 if add else 0)
     a = np.asarray(img, np.float32).reshape(SIZE, _SS, SIZE, _SS).mean(axis=(1, 3))
     return a / 255.0
@@ -219,7 +240,7 @@ def _background(name: str, gradient: bool, rng: np.random.Generator) -> np.ndarr
     c1 = c0 * 0.45 if lum > 110 else c0 + (255 - c0) * 0.55
     x, y = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32) / (SIZE - 1)
     th = rng.uniform(0, 2 * np.pi)
-    t = (x * math.cos(th) + y * math.sin(th))
+    t = x * math.cos(th) + y * math.sin(th)
     t = (t - t.min()) / (t.max() - t.min())
     return img * (1 - t[..., None]) + c1 * t[..., None]
 
@@ -248,7 +269,7 @@ def _placement(size: str, rng: np.random.Generator) -> tuple[str, float, float, 
 
 
 def sample_object_attributes(shape: str, rng: np.random.Generator) -> dict:
-    """Draw the random attributes (colour, size, fill, position, background, pose) of one object image."""
+    """Random attributes (colour, size, fill, position, background, pose) of one object image."""
     colour = list(COLOURS)[rng.integers(len(COLOURS))]
     size = SIZES[rng.integers(2)]
     pos, cx, cy, r = _placement(size, rng)
@@ -276,7 +297,9 @@ def draw_object(attrs: dict, rng: np.random.Generator) -> np.ndarray:
     return np.clip(bg * (1 - alpha) + fg * alpha + 0.5, 0, 255).astype(np.uint8)
 
 
-def object_caption(attrs: dict, keep: dict[str, bool] | None = None, prefix: str = "a photo of a") -> str:
+def object_caption(
+    attrs: dict, keep: dict[str, bool] | None = None, prefix: str = "a photo of a"
+) -> str:
     """Caption of an object image; ``keep`` selects which optional attributes are mentioned."""
     k = keep or {"size": True, "colour": True, "fill": True, "position": True, "background": True}
     words = [prefix]
@@ -300,24 +323,28 @@ def apply_style(img: np.ndarray, style: str, rng: np.random.Generator) -> np.nda
     if style == "invert":
         return 255 - img
     if style == "blur":
-        return np.asarray(Image.fromarray(img).filter(ImageFilter.GaussianBlur(rng.uniform(1.2, 1.8))))
+        return np.asarray(
+            Image.fromarray(img).filter(ImageFilter.GaussianBlur(rng.uniform(1.2, 1.8)))
+        )
     if style == "noise":
         noisy = img.astype(np.float32) + rng.normal(0, 45, img.shape)
         return np.clip(noisy, 0, 255).astype(np.uint8)
     if style == "sketch":
-        g = img.astype(np.float32).mean(axis=2)
+        g = img.astype(np.float32)
         gx = np.zeros_like(g)
         gy = np.zeros_like(g)
         gx[:, 1:-1] = g[:, 2:] - g[:, :-2]
         gy[1:-1, :] = g[2:, :] - g[:-2, :]
-        edge = np.clip((np.hypot(gx, gy) - 25) * 3, 0, 255)
+        edge = np.clip((np.hypot(gx, gy).max(axis=2) - 30) * 3, 0, 255)
         paper = 245 - rng.uniform(0, 20)
         out = np.clip(paper - edge, 0, 255)
         return np.repeat(out[..., None], 3, axis=2).astype(np.uint8)
     raise ValueError(f"unknown style {style!r}; expected one of {SHIFT_STYLES}")
 
 
-def render_object(shape: str, rng: np.random.Generator, style: str | None = None) -> tuple[np.ndarray, str]:
+def render_object(
+    shape: str, rng: np.random.Generator, style: str | None = None
+) -> tuple[np.ndarray, str]:
     """Image (64x64x3 uint8) of one random object of the given shape and its full caption."""
     if shape not in _GEOMETRY:
         raise ValueError(f"unknown shape {shape!r}")
@@ -353,7 +380,9 @@ def _texture(kind: str, c0: np.ndarray, c1: np.ndarray, rng: np.random.Generator
         t = np.clip(p * 0.3 - d + 0.5, 0, 1)
     elif kind == "waves":
         p = rng.uniform(6, 14)
-        t = 0.5 + 0.5 * np.sin(2 * np.pi * u / p + rng.uniform(1, 3) * np.sin(2 * np.pi * v / rng.uniform(15, 40)))
+        t = 0.5 + 0.5 * np.sin(
+            2 * np.pi * u / p + rng.uniform(1, 3) * np.sin(2 * np.pi * v / rng.uniform(15, 40))
+        )
     else:
         raise ValueError(kind)
     return c0 * (1 - t[..., None]) + c1 * t[..., None]
@@ -380,7 +409,10 @@ def _clutter_image(rng: np.random.Generator) -> np.ndarray:
         n = int(rng.integers(3, 6))
         ang = np.sort(rng.uniform(0, 2 * np.pi, n))
         rad = rng.uniform(2, 7, n)
-        pts = [(float(cx + a * math.cos(t)), float(cy + a * math.sin(t))) for a, t in zip(rad, ang)]
+        pts = [
+            (float(cx + a * math.cos(t)), float(cy + a * math.sin(t)))
+            for a, t in zip(rad, ang, strict=True)
+        ]
         col = tuple(int(c) for c in _jitter_colour(cols[rng.integers(len(cols))], rng))
         if rng.random() < 0.3:
             draw.line(pts[:2], fill=col, width=int(rng.integers(1, 3)))
@@ -411,7 +443,9 @@ def draw_no_object(attrs: dict, rng: np.random.Generator) -> np.ndarray:
     return np.clip(img + 0.5, 0, 255).astype(np.uint8)
 
 
-def no_object_caption(attrs: dict, phrase: int = 0, colours: bool = True, prefix: str = "a photo of a") -> str:
+def no_object_caption(
+    attrs: dict, phrase: int = 0, colours: bool = True, prefix: str = "a photo of a"
+) -> str:
     """Caption of a no-object image; colours are only mentioned for kinds that have them."""
     kind = attrs["kind"]
     noun = NO_OBJECT_PHRASES[kind][phrase]

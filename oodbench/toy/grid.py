@@ -16,7 +16,7 @@ PAD = 2
 
 
 def sample_rows(seed: int = 0, per_row: int = 10) -> list[tuple[str, list[np.ndarray]]]:
-    """(row label, images) rows: ID, near OOD, far OOD, unseen ID, unseen near, and each shift style."""
+    """(label, images) rows: ID, near OOD, far OOD, unseen ID, unseen near, each shift style."""
     rng = np.random.default_rng(seed)
 
     def objects(classes: tuple[str, ...], style: str | None = None) -> list[np.ndarray]:

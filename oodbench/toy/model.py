@@ -1,4 +1,4 @@
-"""The toy CLIP: a small open_clip CLIP (ViT image tower, transformer text tower) trained on the toy world."""
+"""The toy CLIP: a small open_clip CLIP (ViT image tower, text transformer) for the toy world."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 import open_clip
 import torch
 from open_clip.tokenizer import SimpleTokenizer
+from torch import nn
 
 WEIGHTS_PATH = Path(__file__).resolve().parent / "weights" / "toy_clip.safetensors"
 CONTEXT_LENGTH = 32
@@ -20,7 +21,7 @@ TOY_MODEL_CONFIG: dict = {
         "image_size": 64,
         "patch_size": 8,
         "width": 128,
-        "layers": 6,
+        "layers": 4,
         "head_width": 32,
         "mlp_ratio": 4.0,
     },
@@ -33,7 +34,13 @@ TOY_MODEL_CONFIG: dict = {
     },
 }
 
-# Test-time preprocessing the harness must use: PNG -> RGB -> resize 64 -> center-crop 64 -> ToTensor -> normalise.
+# The ViT's patch embedding `visual.conv1` is replaced by a ConvStem (3 stride-2 convs + 1x1) with
+# the same 8x8 token grid; everything else (blocks, class token, attention, projection) is stock
+# open_clip.
+TOY_CONV_STEM = True
+
+# Test-time preprocessing the harness must use:
+# PNG -> RGB -> resize 64 -> center-crop 64 -> ToTensor -> normalise.
 TOY_PREPROCESS: dict = {
     "image_size": 64,
     "mean": (0.5, 0.5, 0.5),
@@ -43,24 +50,58 @@ TOY_PREPROCESS: dict = {
 }
 
 
+class ConvStem(nn.Module):
+    """Patch embedding of stride-2 3x3 convs: same 8x8 token grid, trains faster than one conv."""
+
+    def __init__(
+        self, width: int, patch_size: int, channels: tuple[int, ...] = (32, 64, 128)
+    ) -> None:
+        super().__init__()
+        if 2 ** len(channels) != patch_size:
+            stride = 2 ** len(channels)
+            raise ValueError(f"a {len(channels)}-layer stem has stride {stride}, not {patch_size}")
+        layers: list[nn.Module] = []
+        c_in = 3
+        for c in channels:
+            layers += [nn.Conv2d(c_in, c, 3, stride=2, padding=1), nn.GELU()]
+            c_in = c
+        layers.append(nn.Conv2d(c_in, width, 1, bias=False))
+        self.stem = nn.Sequential(*layers)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """Weight of the last convolution, for code that reads `visual.conv1.weight.dtype`."""
+        return self.stem[-1].weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) images -> (N, width, H / patch, W / patch) patch embeddings."""
+        return self.stem(x)
+
+
 def build_toy_clip(config: dict | None = None) -> open_clip.CLIP:
-    """Randomly initialised toy CLIP (deterministic given the torch seed)."""
+    """Randomly initialised toy CLIP (deterministic given the torch seed), conv stem included."""
     cfg = copy.deepcopy(config or TOY_MODEL_CONFIG)
-    return open_clip.CLIP(**cfg)
+    model = open_clip.CLIP(**cfg)
+    if TOY_CONV_STEM:
+        vis = cfg["vision_cfg"]
+        model.visual.conv1 = ConvStem(vis["width"], vis["patch_size"])
+    return model
 
 
 def toy_tokenizer() -> SimpleTokenizer:
-    """open_clip's standard BPE tokenizer (vocab 49408) with the toy context length; works offline."""
+    """open_clip's standard BPE tokenizer (vocab 49408), toy context length; works offline."""
     return SimpleTokenizer(context_length=CONTEXT_LENGTH)
 
 
 def load_toy_clip(path: Path | None = None) -> open_clip.CLIP:
-    """Toy CLIP in eval mode with the shipped weights (fp16 on disk, fp32 in memory), keys checked strictly."""
+    """Toy CLIP in eval mode with the shipped weights (fp16 on disk, fp32 in memory)."""
     from safetensors.torch import load_file
 
     path = Path(path) if path is not None else WEIGHTS_PATH
     if not path.is_file():
-        raise FileNotFoundError(f"toy CLIP weights not found at {path}; run: python -m oodbench.toy.train")
+        raise FileNotFoundError(
+            f"toy CLIP weights not found at {path}; run: python -m oodbench.toy.train"
+        )
     state = {k: v.float() for k, v in load_file(str(path)).items()}
     model = build_toy_clip()
     model.load_state_dict(state, strict=True)
@@ -76,14 +117,16 @@ def preprocess_array(images: torch.Tensor) -> torch.Tensor:
 
 
 def toy_transform():
-    """torchvision transform used at test time for toy PNGs (resize, center-crop, ToTensor, normalise)."""
+    """Test-time torchvision transform for toy PNGs (resize, center-crop, ToTensor, normalise)."""
     from torchvision import transforms as T
 
     size = TOY_PREPROCESS["image_size"]
-    return T.Compose([
-        T.Lambda(lambda im: im.convert("RGB")),
-        T.Resize(size, interpolation=T.InterpolationMode.BICUBIC),
-        T.CenterCrop(size),
-        T.ToTensor(),
-        T.Normalize(TOY_PREPROCESS["mean"], TOY_PREPROCESS["std"]),
-    ])
+    return T.Compose(
+        [
+            T.Lambda(lambda im: im.convert("RGB")),
+            T.Resize(size, interpolation=T.InterpolationMode.BICUBIC),
+            T.CenterCrop(size),
+            T.ToTensor(),
+            T.Normalize(TOY_PREPROCESS["mean"], TOY_PREPROCESS["std"]),
+        ]
+    )

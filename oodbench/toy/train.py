@@ -1,4 +1,4 @@
-"""Contrastive pretraining of the toy CLIP on generated (image, caption) pairs, then a built-in evaluation.
+"""Contrastive pretraining of the toy CLIP on generated (image, caption) pairs, then an evaluation.
 
 Usage: python -m oodbench.toy.train [--minutes M | --steps N] [--out PATH] [--seed 0]
 
@@ -22,7 +22,13 @@ import torch.nn.functional as F
 
 from oodbench.toy import generator as gen
 from oodbench.toy import world
-from oodbench.toy.model import TOY_MODEL_CONFIG, WEIGHTS_PATH, build_toy_clip, preprocess_array, toy_tokenizer
+from oodbench.toy.model import (
+    TOY_MODEL_CONFIG,
+    WEIGHTS_PATH,
+    build_toy_clip,
+    preprocess_array,
+    toy_tokenizer,
+)
 
 PRETRAIN_CLASSES: tuple[str, ...] = gen.SHAPES + gen.NO_OBJECT_KINDS
 # Attribute columns used to decide which captions of a batch truthfully describe which images.
@@ -38,7 +44,7 @@ def _index(values: tuple[str, ...] | list[str], v: str) -> int:
 
 def _template(rng: np.random.Generator) -> str:
     """Random caption prefix, mostly the evaluation template."""
-    names, probs = zip(*_TEMPLATES)
+    names, probs = zip(*_TEMPLATES, strict=True)
     return names[rng.choice(len(names), p=probs)]
 
 
@@ -52,14 +58,29 @@ def object_sample(rng: np.random.Generator) -> tuple[np.ndarray, str, list[int],
     cap = gen.object_caption(a, keep, prefix=_template(rng))
     bg = _index(list(gen.BACKGROUND_COLOURS), a["background"]) * 2 + int(a["gradient"])
     attrs = [
-        _index(PRETRAIN_CLASSES, shape), _index(gen.SIZES, a["size"]), _index(list(gen.COLOURS), a["colour"]),
-        _index(gen.FILLS, a["fill"]), _index(gen.POSITIONS, a["position"]), bg, -1,
+        _index(PRETRAIN_CLASSES, shape),
+        _index(gen.SIZES, a["size"]),
+        _index(list(gen.COLOURS), a["colour"]),
+        _index(gen.FILLS, a["fill"]),
+        _index(gen.POSITIONS, a["position"]),
+        bg,
+        -1,
     ]
-    mention = [True, keep["size"], keep["colour"], keep["fill"], keep["position"], keep["background"], False]
+    mention = [
+        True,
+        keep["size"],
+        keep["colour"],
+        keep["fill"],
+        keep["position"],
+        keep["background"],
+        False,
+    ]
     return img, cap, attrs, mention, attrs[0]
 
 
-def no_object_sample(rng: np.random.Generator) -> tuple[np.ndarray, str, list[int], list[bool], int]:
+def no_object_sample(
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, str, list[int], list[bool], int]:
     """One no-object image with a caption using a random synonym and optional colours."""
     kind = gen.NO_OBJECT_KINDS[rng.integers(len(gen.NO_OBJECT_KINDS))]
     a = gen.sample_no_object_attributes(kind, rng)
@@ -68,16 +89,27 @@ def no_object_sample(rng: np.random.Generator) -> tuple[np.ndarray, str, list[in
     colours = bool(rng.random() < 0.5) and kind not in ("noise", "clutter")
     cap = gen.no_object_caption(a, phrase, colours, prefix=_template(rng))
     cols = list(gen.COLOURS)
-    attrs = [_index(PRETRAIN_CLASSES, kind), -1, _index(cols, a["colour"]), -1, -1, -1, _index(cols, a["colour2"])]
+    attrs = [
+        _index(PRETRAIN_CLASSES, kind),
+        -1,
+        _index(cols, a["colour"]),
+        -1,
+        -1,
+        -1,
+        _index(cols, a["colour2"]),
+    ]
     mention = [True, False, colours, False, False, False, colours and kind != "blank"]
     return img, cap, attrs, mention, attrs[0]
 
 
 def make_batch(seed: int, step: int, batch: int, p_object: float = 0.85) -> dict:
-    """Deterministic training batch number `step`: images, captions, attributes, mention masks, classes."""
+    """Deterministic batch number `step`: images, captions, attributes, mention masks, classes."""
     rng = np.random.default_rng([seed, 7919, step])
-    samples = [object_sample(rng) if rng.random() < p_object else no_object_sample(rng) for _ in range(batch)]
-    imgs, caps, attrs, mention, cls = zip(*samples)
+    samples = [
+        object_sample(rng) if rng.random() < p_object else no_object_sample(rng)
+        for _ in range(batch)
+    ]
+    imgs, caps, attrs, mention, cls = zip(*samples, strict=True)
     return {
         "images": torch.from_numpy(np.stack(imgs)),
         "captions": list(caps),
@@ -88,13 +120,13 @@ def make_batch(seed: int, step: int, batch: int, p_object: float = 0.85) -> dict
 
 
 def positives(attrs: torch.Tensor, mention: torch.Tensor) -> torch.Tensor:
-    """pos[i, j] is True when caption j is a true description of image i (all its mentioned attributes match)."""
+    """pos[i, j]: caption j truly describes image i (all attributes it mentions match)."""
     same = attrs[:, None, :] == attrs[None, :, :]
     return (same | ~mention[None, :, :]).all(-1)
 
 
 def multi_positive_nce(logits: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-    """Symmetric InfoNCE where every truthful caption counts as a positive (duplicates are not negatives)."""
+    """Symmetric InfoNCE, every truthful caption a positive (duplicates are not negatives)."""
     neg_inf = torch.finfo(logits.dtype).min
     i2t = logits.logsumexp(1) - logits.masked_fill(~pos, neg_inf).logsumexp(1)
     t2i = logits.logsumexp(0) - logits.masked_fill(~pos, neg_inf).logsumexp(0)
@@ -112,13 +144,13 @@ class Tokens:
         """Token ids (N, context_length) of the texts."""
         missing = [t for t in dict.fromkeys(texts) if t not in self.cache]
         if missing:
-            for t, row in zip(missing, self.tok(missing)):
+            for t, row in zip(missing, self.tok(missing), strict=True):
                 self.cache[t] = row
         return torch.stack([self.cache[t] for t in texts])
 
 
 def encode_text_short(model, tokens: torch.Tensor) -> torch.Tensor:
-    """Same result as model.encode_text, computed only up to the longest caption (causal mask makes this exact)."""
+    """model.encode_text computed up to the longest caption (exact thanks to the causal mask)."""
     length = int((tokens != 0).sum(1).max())
     t = tokens[:, :length]
     x = model.token_embedding(t) + model.positional_embedding[:length]
@@ -137,16 +169,23 @@ def param_groups(model, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
 
-def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
-    """Linear warmup then cosine decay to 2% of the peak."""
+def lr_at(step: int, peak: float, warmup: int, cooldown: tuple[int, int] | None) -> float:
+    """Warmup-stable-decay: warmup, constant peak, linear decay to 2% from cooldown[0] to [1]."""
     if step < warmup:
         return peak * (step + 1) / warmup
-    frac = (step - warmup) / max(1, total - warmup)
-    return peak * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
+    if cooldown is None or step < cooldown[0]:
+        return peak
+    frac = (step - cooldown[0]) / max(1, cooldown[1] - cooldown[0])
+    return peak * max(0.02, 1.0 - frac)
+
+
+def plan_cooldown(step: int, left_s: float, step_s: float) -> tuple[int, int]:
+    """(cooldown start, last step) so that the decay phase fills the remaining time budget."""
+    return step, step + max(50, int(left_s / step_s))
 
 
 def auroc(id_scores: np.ndarray, ood_scores: np.ndarray) -> float:
-    """AUROC of separating ID (positive, higher score) from OOD, ties counted half (Mann-Whitney)."""
+    """AUROC of ID (positive, higher score) vs OOD, ties counted half (Mann-Whitney)."""
     s = np.concatenate([id_scores, ood_scores])
     order = s.argsort(kind="mergesort")
     ranks = np.empty(len(s))
@@ -160,13 +199,19 @@ def auroc(id_scores: np.ndarray, ood_scores: np.ndarray) -> float:
 @torch.no_grad()
 def image_features(model, images: np.ndarray, batch: int = 250) -> torch.Tensor:
     """L2-normalised image features of a uint8 image array."""
-    chunks = [model.encode_image(preprocess_array(torch.from_numpy(images[i:i + batch])), normalize=True)
-              for i in range(0, len(images), batch)]
+    chunks = [
+        model.encode_image(
+            preprocess_array(torch.from_numpy(images[i : i + batch])), normalize=True
+        )
+        for i in range(0, len(images), batch)
+    ]
     return torch.cat(chunks)
 
 
 @torch.no_grad()
-def class_text_features(model, classes: tuple[str, ...], template: str = "a photo of a {}") -> torch.Tensor:
+def class_text_features(
+    model, classes: tuple[str, ...], template: str = "a photo of a {}"
+) -> torch.Tensor:
     """L2-normalised text features of the prompt of each class."""
     return model.encode_text(toy_tokenizer()([template.format(c) for c in classes]), normalize=True)
 
@@ -176,14 +221,14 @@ def mcm_scores(img: torch.Tensor, txt: torch.Tensor, temperature: float = 1.0) -
     return (img @ txt.T / temperature).softmax(-1).max(-1).values.numpy()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _eval_split(split: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Rendered world split, cached so that periodic evaluations do not re-render it."""
     return world.render_split(split, seed)
 
 
 def evaluate(model, seed: int = 0, fraction: float = 1.0) -> dict:
-    """Zero-shot accuracy and MCM AUROCs on the materialised toy world splits (a leading fraction of each)."""
+    """Zero-shot accuracy and MCM AUROCs on the toy world test splits (random fraction of each)."""
     model.eval()
     feats, labels = {}, {}
     for split in world.SPLITS:
@@ -214,8 +259,10 @@ def evaluate(model, seed: int = 0, fraction: float = 1.0) -> dict:
     return out
 
 
-def train_step(model, opt, tokens: Tokens, batch: dict, prompt_tokens: torch.Tensor, bf16: bool = True) -> float:
-    """One step of the caption contrastive loss plus the class-prompt loss (bf16 autocast matmuls on CPU)."""
+def train_step(
+    model, opt, tokens: Tokens, batch: dict, prompt_tokens: torch.Tensor, bf16: bool = True
+) -> float:
+    """One step of caption contrastive loss plus class-prompt loss (bf16 autocast on CPU)."""
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         img = model.encode_image(preprocess_array(batch["images"]))
         txt = encode_text_short(model, tokens(batch["captions"]))
@@ -224,7 +271,7 @@ def train_step(model, opt, tokens: Tokens, batch: dict, prompt_tokens: torch.Ten
     scale = model.logit_scale.exp()
     loss_cap = multi_positive_nce(scale * img @ txt.T, positives(batch["attrs"], batch["mention"]))
     loss_cls = F.cross_entropy(scale * img @ prm.T, batch["classes"])
-    loss = loss_cap + 0.5 * loss_cls
+    loss = loss_cap + loss_cls
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -256,20 +303,20 @@ def save_weights(model, out: Path, meta: dict) -> None:
     os.replace(tmp_js, js)
 
 
-def calibrate_steps(minutes: float, step_seconds: float, eval_reserve_s: float = 60.0) -> int:
-    """Number of steps that fit in the time budget."""
-    return max(50, int((minutes * 60 - eval_reserve_s) / step_seconds))
-
-
 def main(argv: list[str] | None = None) -> dict:
-    """Train the toy CLIP, evaluate it, save weights; returns the record written next to the weights."""
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--minutes", type=float, default=35.0, help="time budget when --steps is not given")
+    """Train the toy CLIP, evaluate it, save weights; returns the record saved next to them."""
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--minutes", type=float, default=35.0, help="time budget when --steps is not given"
+    )
     ap.add_argument("--steps", type=int, default=None, help="exact number of steps (reproducible)")
+    ap.add_argument("--cooldown-from", type=int, default=None, help="with --steps: LR decay start")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--weight-decay", type=float, default=0.05)
-    ap.add_argument("--warmup", type=int, default=150)
+    ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fp32", action="store_true", help="disable bf16 autocast")
     ap.add_argument("--threads", type=int, default=2)
@@ -282,45 +329,75 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.time()
     model = build_toy_clip().train()
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"toy CLIP: {n_params / 1e6:.2f}M parameters, batch {args.batch}, seed {args.seed}", flush=True)
-    opt = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=args.lr, betas=(0.9, 0.98), eps=1e-6)
+    print(
+        f"toy CLIP: {n_params / 1e6:.2f}M parameters, batch {args.batch}, seed {args.seed}",
+        flush=True,
+    )
+    opt = torch.optim.AdamW(
+        param_groups(model, args.weight_decay), lr=args.lr, betas=(0.9, 0.98), eps=1e-6
+    )
     tokens = Tokens()
     prompt_tokens = tokens(class_prompts())
-    total = args.steps or 10**9
-    step, calib_t, gen_s = 0, None, 0.0
-    while step < total:
-        if step == 20 and args.steps is None:
-            calib_t = (time.time() - calib_start) / 15
-            total = calibrate_steps(args.minutes, calib_t, 30 + 0.03 * args.minutes * 60)
-            print(f"calibrated: {calib_t:.2f} s/step -> {total} steps (rerun with --steps {total})", flush=True)
-        if step == 5:
-            calib_start = time.time()
+    budget_s = args.minutes * 60 - 90  # keep time for the final evaluation and saving
+    cooldown = None
+    if args.steps is not None:
+        cooldown = (args.cooldown_from or int(args.steps * 0.8), args.steps)
+    step, gen_s, times = 0, 0.0, []
+    while cooldown is None or step < cooldown[1]:
+        elapsed = time.time() - t0
+        if cooldown is None and elapsed >= 0.78 * budget_s:
+            cooldown = plan_cooldown(step, budget_s - elapsed, float(np.mean(times[-50:])))
+            print(f"cooldown planned: steps {cooldown[0]} -> {cooldown[1]}", flush=True)
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, total if total < 10**9 else 5000, args.lr, args.warmup)
-        tg = time.time()
+            g["lr"] = lr_at(step, args.lr, args.warmup, cooldown)
+        ts = time.time()
         batch = make_batch(args.seed, step, args.batch)
-        gen_s += time.time() - tg
+        gen_s += time.time() - ts
         loss = train_step(model, opt, tokens, batch, prompt_tokens, not args.fp32)
+        times.append(time.time() - ts)
         step += 1
         if step % 25 == 0:
-            el = time.time() - t0
-            print(f"step {step}/{total if total < 10**9 else '?'} loss {loss:.3f} scale "
-                  f"{model.logit_scale.exp().item():.1f} lr {opt.param_groups[0]['lr']:.2e} "
-                  f"elapsed {el / 60:.1f} min (data {gen_s:.0f}s)", flush=True)
-        if args.eval_every and step % args.eval_every == 0 and step < total:
+            print(
+                f"step {step}/{cooldown[1] if cooldown else '?'} loss {loss:.3f} scale "
+                f"{model.logit_scale.exp().item():.1f} lr {opt.param_groups[0]['lr']:.2e} "
+                f"{np.mean(times[-25:]):.2f} s/step elapsed {(time.time() - t0) / 60:.1f} min "
+                f"(data {gen_s:.0f}s)",
+                flush=True,
+            )
+        if args.eval_every and step % args.eval_every == 0:
             print(f"  eval@{step}: {json.dumps(evaluate(model, fraction=0.2))}", flush=True)
     train_s = time.time() - t0
     results = evaluate(model)
-    print(f"trained {step} steps in {train_s / 60:.1f} min; final eval:\n{json.dumps(results, indent=1)}", flush=True)
+    print(
+        f"trained {step} steps in {train_s / 60:.1f} min; final eval:\n"
+        f"{json.dumps(results, indent=1)}",
+        flush=True,
+    )
     meta = {
-        "model_config": TOY_MODEL_CONFIG, "seed": args.seed, "steps": step, "batch": args.batch, "lr": args.lr,
-        "weight_decay": args.weight_decay, "warmup": args.warmup, "threads": args.threads, "bf16": not args.fp32,
-        "world_version": world.WORLD_VERSION, "parameters": n_params, "train_seconds": round(train_s, 1),
-        "wall_seconds": round(time.time() - t0, 1), "torch": torch.__version__, "eval": results,
-        "command": "python -m oodbench.toy.train --steps %d --seed %d --batch %d" % (step, args.seed, args.batch),
+        "model_config": TOY_MODEL_CONFIG,
+        "seed": args.seed,
+        "steps": step,
+        "batch": args.batch,
+        "lr": args.lr,
+        "weight_decay": args.weight_decay,
+        "warmup": args.warmup,
+        "threads": args.threads,
+        "bf16": not args.fp32,
+        "world_version": world.WORLD_VERSION,
+        "parameters": n_params,
+        "train_seconds": round(train_s, 1),
+        "wall_seconds": round(time.time() - t0, 1),
+        "torch": torch.__version__,
+        "eval": results,
+        "cooldown_from": cooldown[0],
+        "command": f"python -m oodbench.toy.train --steps {step} --cooldown-from {cooldown[0]} "
+        f"--seed {args.seed} --batch {args.batch} --lr {args.lr} --warmup {args.warmup}",
     }
     save_weights(model, args.out, meta)
-    print(f"saved {args.out} ({args.out.stat().st_size / 1e6:.1f} MB) in total {(time.time() - t0) / 60:.1f} min")
+    print(
+        f"saved {args.out} ({args.out.stat().st_size / 1e6:.1f} MB), "
+        f"total {(time.time() - t0) / 60:.1f} min"
+    )
     return meta
 
 

@@ -1,10 +1,11 @@
 """Split layout of the toy protocols and their materialisation as PNG files.
 
-Class partition (all sets disjoint; every shape and no-object kind is in the toy CLIP's pretraining):
+Class partition (sets disjoint; every shape and no-object kind is in the toy CLIP's pretraining):
 - ``ID_CLASSES``: the in-distribution label set of protocol ``toy`` (stands in for ImageNet-1k).
-- ``NEAR_OOD_CLASSES``: shapes each visually close to one ID shape (ellipse~circle, rectangle~square,
-  pentagon~hexagon, sparkle~star, diamond~square); near OOD of ``toy``.
-- ``UNSEEN_ID_CLASSES``: swapped-in ID label set of protocol ``toy-unseen`` (unseen-ID generalisation).
+- ``NEAR_OOD_CLASSES``: shapes each visually close to one ID shape (ellipse~circle,
+  rectangle~square, pentagon~hexagon, sparkle~star, diamond~square); near OOD of ``toy``.
+- ``UNSEEN_ID_CLASSES``: swapped-in ID label set of protocol ``toy-unseen`` (unseen-ID
+  generalisation).
 - ``UNSEEN_NEAR_OOD_CLASSES``: shapes close to unseen-ID ones (flower~cloud, leaf~fish, bone~key,
   hourglass~lightning, drop~bell); near OOD of ``toy-unseen``.
 - far OOD: images without any object (``generator.NO_OBJECT_KINDS``), shared by both protocols.
@@ -30,17 +31,34 @@ WORLD_DIR = "toy"
 MARKER = "COMPLETE.json"
 
 ID_CLASSES: tuple[str, ...] = (
-    "circle", "square", "triangle", "star", "heart", "cross", "hexagon", "arrow", "moon", "house",
+    "circle",
+    "square",
+    "triangle",
+    "star",
+    "heart",
+    "cross",
+    "hexagon",
+    "arrow",
+    "moon",
+    "house",
 )
 NEAR_OOD_CLASSES: tuple[str, ...] = ("ellipse", "rectangle", "pentagon", "sparkle", "diamond")
-UNSEEN_ID_CLASSES: tuple[str, ...] = ("tree", "fish", "key", "lightning", "cloud", "mushroom", "bell")
+UNSEEN_ID_CLASSES: tuple[str, ...] = (
+    "tree",
+    "fish",
+    "key",
+    "lightning",
+    "cloud",
+    "mushroom",
+    "bell",
+)
 UNSEEN_NEAR_OOD_CLASSES: tuple[str, ...] = ("flower", "leaf", "bone", "hourglass", "drop")
 FAR_OOD_KINDS: tuple[str, ...] = gen.NO_OBJECT_KINDS
 
 
 @dataclass(frozen=True)
 class SplitSpec:
-    """One split: which classes (shapes or no-object kinds), how many images each, labelled or OOD."""
+    """One split: its classes (shapes or no-object kinds), images per class, labelled or OOD."""
 
     classes: tuple[str, ...]
     per_class: int
@@ -63,13 +81,25 @@ SPLITS: dict[str, SplitSpec] = {
 
 # Which splits make up each toy protocol (the real protocol each stands in for is in docs/toy.md).
 PROTOCOLS: dict[str, dict] = {
-    "toy": {"classes": ID_CLASSES, "id": "id_test", "val": "id_val", "train": "id_train", "ood": ("near", "far")},
+    "toy": {
+        "classes": ID_CLASSES,
+        "id": "id_test",
+        "val": "id_val",
+        "train": "id_train",
+        "ood": ("near", "far"),
+    },
     "toy-unseen": {
-        "classes": UNSEEN_ID_CLASSES, "id": "unseen_id_test", "train": "unseen_train", "ood": ("unseen_near", "far"),
+        "classes": UNSEEN_ID_CLASSES,
+        "id": "unseen_id_test",
+        "train": "unseen_train",
+        "ood": ("unseen_near", "far"),
     },
     "toy-shift": {
-        "classes": ID_CLASSES, "id": "id_test", "train": "id_train",
-        "shifted": tuple(f"shift_{s}" for s in gen.SHIFT_STYLES), "ood": ("near", "far"),
+        "classes": ID_CLASSES,
+        "id": "id_test",
+        "train": "id_train",
+        "shifted": tuple(f"shift_{s}" for s in gen.SHIFT_STYLES),
+        "ood": ("near", "far"),
     },
 }
 
@@ -122,7 +152,7 @@ def _write_world(tmp_world: Path, seed: int) -> None:
     """Write every split's PNGs and the completion marker into a fresh directory."""
     for split in SPLITS:
         images, _ = render_split(split, seed)
-        for img, (_, rel, _) in zip(images, split_items(split)):
+        for img, (_, rel, _) in zip(images, split_items(split), strict=True):
             path = tmp_world / Path(rel).relative_to(WORLD_DIR)
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(img).save(path, compress_level=1)
@@ -132,7 +162,7 @@ def _write_world(tmp_world: Path, seed: int) -> None:
 
 
 def materialize(root: Path, seed: int = 0) -> dict[str, list[tuple[str, int]]]:
-    """Write the toy world under root/toy (atomically, idempotently) and list each split's (path, label)."""
+    """Write the toy world under root/toy (atomic, idempotent); list each split's (path, label)."""
     root = Path(root)
     world = root / WORLD_DIR
     if not _marker_ok(world, seed):

@@ -1,0 +1,204 @@
+"""Several detectors on the same images: an "official-style" loop vs one oodbench run.
+
+The official-style loop does what the MCM and OpenOOD evaluation scripts do: for every detector,
+read and decode every test image again through torchvision transforms (float normalisation on the
+CPU), encode it, and for zero-shot classifiers re-encode the class prompts for every batch
+(MCM's ``get_ood_scores_clip`` tokenises and encodes them inside its batch loop); detectors that
+prepare text once (NegLabel's mining) do it once per detector. oodbench runs the same detectors
+in one ``oodbench run`` on an empty cache: features extracted once, text encoded once.
+
+Both run on the same protocol, model, batch size, loader workers and threads, in one process,
+one after the other; the speed-up is official seconds / oodbench seconds, and the largest score
+difference between the two shows they computed the same thing. Then the warm-cache cost: a first
+detector on an empty cache vs a second detector on the cache the first left. Rows go to
+``results/official_vs_oodbench.csv``.
+
+    python benchmarks/perf/official_vs_oodbench.py                     # toy protocol (or perf-jpeg)
+    python benchmarks/perf/official_vs_oodbench.py --protocol perf-jpeg --images 64 \\
+        --backbone perf-vit-b-16-random --classes 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import common
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from oodbench.backbones import load_backbone
+from oodbench.data.images import INTERPOLATIONS, load_rgb
+from oodbench.detectors.base import GLOBAL, Context, ZeroShotDetector
+from oodbench.features.extract import default_workers
+from oodbench.registry import PROTOCOLS
+from oodbench.runner import RunSpec, make_detector, resolve_device, run, slug
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--protocol", help="default: toy when its weights exist, else perf-jpeg")
+    p.add_argument("--backbone", help="default: toy, or perf-vit-b-16-random for perf-jpeg")
+    p.add_argument("--detectors", help="default: mcm,msp,maxlogit,energy (+neglabel on toy)")
+    p.add_argument("--images", type=int, default=64, help="perf-jpeg: JPEGs in all")
+    p.add_argument("--classes", type=int, default=10, help="perf-jpeg: ID classes (prompts)")
+    p.add_argument("--limit", type=int, help="at most N images per set")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "oodbench-perf")
+    p.add_argument("--no-save", action="store_true")
+    return p.parse_args()
+
+
+class TransformDataset(torch.utils.data.Dataset):
+    """A manifest read through a torchvision transform, as the official scripts' ImageFolder."""
+
+    def __init__(self, manifest, transform):
+        self.manifest, self.transform = manifest, transform
+
+    def __len__(self) -> int:
+        return len(self.manifest)
+
+    def __getitem__(self, i):
+        return self.transform(load_rgb(self.manifest.absolute(i))), i
+
+
+def official_transform(pp):
+    """Resize / CenterCrop / ToTensor / Normalize: the official scripts' preprocess."""
+    from torchvision import transforms as T
+
+    return T.Compose([T.Resize(pp.resize, interpolation=_tv_interp(pp.interpolation)),
+                      T.CenterCrop(pp.crop), T.ToTensor(), T.Normalize(pp.mean, pp.std)])
+
+
+def _tv_interp(name: str):
+    from torchvision.transforms import InterpolationMode
+
+    assert name in INTERPOLATIONS
+    return {"bicubic": InterpolationMode.BICUBIC, "bilinear": InterpolationMode.BILINEAR,
+            "nearest": InterpolationMode.NEAREST}[name]
+
+
+def official_loop(spec: RunSpec, protocol, device) -> dict[str, dict[str, np.ndarray]]:
+    """Scores per detector and set, computed the way the official evaluation scripts do."""
+    bb = load_backbone(spec.backbone, device=str(device))
+    transform = official_transform(bb.preprocess)
+    scores: dict[str, dict[str, np.ndarray]] = {}
+    for name in spec.detectors:
+        det = make_detector(name, None)
+        ctx = Context(backbone=bb, protocol=protocol, seed=0, device=device,
+                      encode_text=bb.encode_text, split_features=None,
+                      artifact_dir=Path(tempfile.mkdtemp(prefix="oodbench-perf-art-")))
+        det.setup(ctx)
+        per_batch_text = isinstance(det, ZeroShotDetector)
+        scores[name] = {}
+        for s in protocol.sets():
+            loader = torch.utils.data.DataLoader(
+                TransformDataset(s.manifest.limit(spec.limit), transform),
+                batch_size=spec.batch_size, shuffle=False, num_workers=spec.workers)
+            out = []
+            with torch.no_grad():
+                for images, _ in loader:
+                    f = bb.model.encode_image(images.to(device))
+                    f = F.normalize(f.float(), dim=-1)
+                    if per_batch_text:
+                        det.setup(ctx)  # class prompts tokenised and encoded again, every batch
+                    out.append(det.score({GLOBAL: f}).double().cpu().numpy())
+            scores[name][s.name] = np.concatenate(out)
+    return scores
+
+
+def oodbench_run(spec: RunSpec) -> tuple[float, list]:
+    """(seconds, records) of one ``oodbench run`` of ``spec``."""
+    t = time.perf_counter()
+    records = run(spec)
+    return time.perf_counter() - t, records
+
+
+def record_scores(spec: RunSpec, rec) -> dict[str, np.ndarray]:
+    """Per-set scores saved next to a record."""
+    stem = (Path(spec.results_dir) / "runs" / rec.protocol["name"] / slug(spec.backbone) /
+            rec.detector["name"] / f"seed{rec.seed}")
+    z = np.load(stem.with_suffix(".npz"))
+    return {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("scores/")}
+
+
+def empty_cache(path: Path, data_dir: Path) -> Path:
+    """An empty feature cache whose ``toy-world`` (rendered images) is shared between runs."""
+    world = data_dir / "toy-cache" / "toy-world"
+    world.mkdir(parents=True, exist_ok=True)
+    path.mkdir(parents=True)
+    (path / "toy-world").symlink_to(world, target_is_directory=True)
+    return path
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    common.register()
+    common.warm_imports()
+    toy = common.toy_weights_exist()
+    protocol_name = args.protocol or ("toy" if toy else common.PERF_PROTOCOL)
+    data_root = None
+    if protocol_name == common.PERF_PROTOCOL:
+        data_root = common.make_perf_root(
+            args.data_dir / f"perf-jpeg-n{args.images}-k{args.classes}", args.images, args.classes)
+    backbone = args.backbone or ("toy" if protocol_name.startswith("toy") else common.VIT_RANDOM)
+    detectors = (args.detectors.split(",") if args.detectors else
+                 ["mcm", "msp", "maxlogit", "energy"] + (["neglabel"] if toy and
+                                                        protocol_name.startswith("toy") else []))
+    device = resolve_device(args.device)
+    workers = default_workers() if args.workers is None else args.workers
+    tmp = Path(tempfile.mkdtemp(prefix="oodbench-perf-"))
+    base = dict(protocol=protocol_name, backbone=backbone, batch_size=args.batch_size,
+                workers=workers, limit=args.limit, quiet=True, device=str(device),
+                data_root=str(data_root) if data_root else None)
+    try:
+        caches = [empty_cache(tmp / name, args.data_dir) for name in ("cold", "warm")]
+        # the toy world renders its images on first use: that happens here, outside the timings
+        protocol = PROTOCOLS.get(protocol_name)().build(data_root, caches[0])
+        spec = RunSpec(detectors=detectors, cache_dir=str(caches[0]),
+                       results_dir=str(tmp / "res"), **base)
+        t_official, official = common.timed(lambda: official_loop(spec, protocol, device))
+        t_ours, records = oodbench_run(spec)
+        diff = max(float(np.max(np.abs(official[r.detector["name"]][k] - v)))
+                   for r in records for k, v in record_scores(spec, r).items())
+        n_images = sum(len(s.manifest.limit(args.limit)) for s in protocol.sets())
+        # warm cache: a first detector on an empty feature cache, then a second one on its cache
+        warm = dict(base, cache_dir=str(caches[1]), results_dir=str(tmp / "res2"))
+        t_first, (r1,) = oodbench_run(RunSpec(detectors=[detectors[0]], **warm))
+        t_second, (r2,) = oodbench_run(RunSpec(detectors=[detectors[1]], **warm))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    env = common.machine()
+    row = {
+        "protocol": protocol_name, "backbone": backbone, "device": str(device),
+        "detectors": "+".join(detectors), "images": n_images, "batch_size": args.batch_size,
+        "workers": workers, "official_s": t_official, "oodbench_s": t_ours,
+        "speedup": t_official / t_ours, "max_abs_score_diff": diff,
+        "first_detector": detectors[0], "first_run_s": t_first,
+        "first_detector_s": r1.timings["total"], "second_detector": detectors[1],
+        "second_run_s": t_second, "second_detector_s": r2.timings["total"],
+        "second_over_first_run": t_second / t_first,
+        "second_over_first_detector": r2.timings["total"] / r1.timings["total"], **env,
+    }
+    common.print_table([row], ["protocol", "backbone", "detectors", "images", "official_s",
+                               "oodbench_s", "speedup", "max_abs_score_diff"])
+    print()
+    common.print_table([row], ["first_detector", "first_run_s", "first_detector_s",
+                               "second_detector", "second_run_s", "second_detector_s",
+                               "second_over_first_run", "second_over_first_detector"])
+    print(f"\n{env['cpu']} ({env['cores']} cores, load {env['load1']}) {env['gpu']} "
+          f"torch {env['torch']} threads {env['torch_threads']} workers {workers}")
+    if not args.no_save:
+        print(f"appended to {common.append_rows('official_vs_oodbench', [row])}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,300 @@
+"""LAPT: label-driven automated prompt tuning (Zhang et al., ECCV 2024).
+
+Distribution-aware prompts: one shared ID context (``n_ctx`` = 4) for "[ctx] {class}." and one
+shared OOD context for "[ood_ctx] {negative}." over the M_train = 1,000 least ID-like mined labels
+(doc §1.7). Training minimises, over the joint softmax of the C + M_train learned prompt features at
+CLIP's logit scale,
+
+    L = CE(z_cm, y) + CE(z_cd, y~)   [+ CE(f, y) with ``plain_loss``]
+
+where z_cm = normalize(lam f + (1 - lam) t_y) mixes a sample with a frozen text feature of its own
+label under a random TIP template (cross-modal, lam ~ Beta(alpha, alpha)), and z_cd mixes each ID
+sample with a random negative sample and vice versa, with the soft target lam e_a + (1 - lam) e_b
+(cross-distribution). Test: the grouped NegLabel score (100 groups) of the learned ID prompts
+against the OOD context applied to M_test = 10,000 negatives re-mined for the test label set.
+
+Training data (the authors' SDXL / LAION images are not available offline; doc §2.2), ``data``:
+- ``text``: frozen text features of the labels under the 7 TIP templates stand in for images
+  (cross-modal mixing with lam = 0), as the official ``textmultice`` branch does;
+- ``real``: the protocol's few-shot ID images, plus for each negative label the ``per_label``
+  images of an unlabeled pool (``pool_list``, disjoint from the OOD test sets) that are most
+  similar to "a photo of a {label}." and whose argmax over all labels is that label;
+- ``list``: a user image list in the official format (``path label``: 0..C-1 ID, C.. negatives).
+The paper's beta (Q1) has no consistent code counterpart and is not implemented. Model selection
+(``select="val_acc"``) uses ID accuracy on the protocol's val split only, never an OOD test set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from oodbench.data.manifest import read_manifest
+from oodbench.detectors.base import GLOBAL, TRAIN, Context, Detector, DetectorParams, require
+from oodbench.detectors.krnft import least_similar_words
+from oodbench.detectors.neglabel import group_permutation, load_corpus, negative_label_score
+from oodbench.errors import ConfigError
+from oodbench.features.cache import Cache
+from oodbench.features.extract import extract
+from oodbench.registry import DETECTORS
+from oodbench.training.fewshot import fewshot_features
+from oodbench.training.presets import apply_preset, preset_name
+from oodbench.training.prompt_learner import PromptLearner, freeze
+from oodbench.training.trainer import TrainConfig, epoch_batch, steps_for_epochs, train_artifact
+
+TIP_TEMPLATES = ("itap of a {}.", "a bad photo of the {}.", "a origami {}.",
+                 "a photo of the large {}.", "a {} in a video game.", "art of the {}.",
+                 "a photo of the small {}.")
+
+
+@dataclass
+class LAPTParams(DetectorParams):
+    """Released-checkpoint / paper defaults (n_ctx 4, 1k train / 10k test negatives, 100 groups)."""
+
+    preset: Literal["auto", "paper", "toy"] = "auto"
+    data: Literal["text", "real", "list"] = "text"
+    shots: int = 16
+    split_seed: int | None = None
+    per_label: int = 2
+    pool_list: str | None = None
+    pool_root: str | None = None
+    image_list: str | None = None
+    image_root: str | None = None
+    n_ctx: int = 4
+    n_neg_train: int = 1000
+    n_neg_test: int = 10000
+    corpus: str = "auto"
+    alpha: float = 1.0
+    cross_modal: bool = True
+    cross_distribution: bool = True
+    plain_loss: bool = False
+    epochs: float = 10.0
+    batch_size: int = 32
+    lr: float = 0.01
+    weight_decay: float = 1e-5
+    temperature: float = 0.01
+    test_groups: int = 100
+    group_seed: int = 0
+    select: Literal["last", "val_acc"] = "last"
+    max_steps: int | None = None
+
+    def validate(self) -> None:
+        require(self.n_ctx > 0, "n_ctx", "must be positive")
+        require(self.n_neg_train > 0 and self.n_neg_test > 0, "n_neg_train",
+                "n_neg_train and n_neg_test must be positive")
+        require(self.alpha > 0, "alpha", "must be > 0")
+        require(self.epochs > 0 and self.batch_size > 0 and self.lr > 0, "lr",
+                "epochs, batch_size and lr must be positive")
+        require(self.temperature > 0 and self.test_groups >= 1, "temperature",
+                "temperature must be > 0 and test_groups >= 1")
+        require(self.data != "real" or self.pool_list is not None, "pool_list",
+                "data='real' needs pool_list: an image list of unlabeled images disjoint from "
+                "the OOD test sets, to retrieve images for the negative labels")
+        require(self.data != "list" or self.image_list is not None, "image_list",
+                "data='list' needs image_list ('path label' lines, labels 0..C+M-1)")
+        require(self.max_steps is None or self.max_steps > 0, "max_steps", "must be positive")
+
+
+TOY_PRESET = {"n_neg_train": 60, "n_neg_test": 120, "test_groups": 10, "epochs": 30.0,
+              "batch_size": 16, "shots": 8}
+
+
+@DETECTORS.register("lapt")
+class LAPT(Detector):
+    """LAPT: learned shared ID and negative prompt contexts, grouped NegLabel score."""
+
+    name = "lapt"
+    version = "1"
+    Params = LAPTParams
+    needs = frozenset({GLOBAL, TRAIN})
+
+    def setup(self, ctx: Context) -> None:
+        p = self.effective = apply_preset(self.params, TOY_PRESET, ctx.protocol.name)
+        model, tok = ctx.backbone.model, ctx.backbone.tokenizer
+        freeze(model)
+        corpus, nouns, adjectives = load_corpus(p.corpus, ctx.protocol.name)
+        names = ctx.protocol.training_classnames()
+        neg_words = [w for w, _ in least_similar_words(ctx.encode_text, names, nouns, adjectives,
+                                                       p.n_neg_train)]
+        gen = torch.Generator().manual_seed(ctx.seed)
+        id_pl = PromptLearner(model, tok, names, n_ctx=p.n_ctx, generator=gen)
+        ood_pl = PromptLearner(model, tok, neg_words, n_ctx=p.n_ctx, generator=gen)
+        learner = torch.nn.ModuleDict({"id": id_pl, "ood": ood_pl}).to(ctx.device)
+        feats, labels, data_info = self.training_samples(ctx, p, names, neg_words)
+        info = self._train(ctx, p, learner, feats, labels, names, neg_words, data_info)
+        ctx.info["train"] = {"preset": preset_name(self.params, p),
+                             "effective_params": p.to_dict(), **data_info, **info}
+        test_words = neg_words if p.n_neg_test == p.n_neg_train and list(ctx.classnames) == \
+            list(names) else [w for w, _ in least_similar_words(
+                ctx.encode_text, list(ctx.classnames), nouns, adjectives, p.n_neg_test)]
+        with torch.no_grad():
+            self.t_id = self._prompts(model, tok, list(ctx.classnames), id_pl, ctx.device)
+            self.t_neg = self._prompts(model, tok, test_words, ood_pl, ctx.device)
+        self.perm = group_permutation(len(self.t_neg), p.test_groups, p.group_seed)
+        ctx.info["negatives"] = {"corpus": corpus, "n_train": len(neg_words),
+                                 "n_test": len(test_words), "first_test": test_words[:3]}
+        self.ready = True
+
+    @staticmethod
+    def _prompts(model, tok, words, trained: PromptLearner, device, chunk: int = 1000):
+        """Features of ``words`` under a trained shared context (in chunks: 10k prompts at test)."""
+        out = []
+        for i in range(0, len(words), chunk):
+            pl = PromptLearner(model, tok, words[i:i + chunk], n_ctx=trained.n_ctx).to(device)
+            pl.ctx.data.copy_(trained.ctx.data)
+            out.append(pl().float())
+        return torch.cat(out)
+
+    def training_samples(self, ctx, p, names, neg_words) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """(N, D) features and (N,) labels in [0, C + M) of the training samples, and origin."""
+        labels_all = list(names) + list(neg_words)
+        if p.data == "text":
+            prompts = [t.format(w) for w in labels_all for t in TIP_TEMPLATES]
+            f = ctx.encode_text(prompts).float().clone()
+            y = torch.arange(len(labels_all)).repeat_interleave(len(TIP_TEMPLATES))
+            return f, y, {"data": "text", "n_samples": len(y)}
+        if p.data == "list":
+            root = Path(p.image_root or ".").expanduser()
+            m = read_manifest(Path(p.image_list).expanduser(), root)
+            if max(m.labels) >= len(labels_all):
+                raise ConfigError(f"image_list {p.image_list}: label {max(m.labels)} >= the "
+                                  f"{len(labels_all)} ID + negative labels")
+            f = self._encode(ctx, m)
+            return f, torch.tensor(m.labels), {"data": "list", "image_list": p.image_list,
+                                               "n_samples": len(m)}
+        split, arrays = fewshot_features(ctx, p.shots, ctx.seed if p.split_seed is None
+                                         else p.split_seed, {GLOBAL})
+        pool = read_manifest(Path(p.pool_list).expanduser(), Path(p.pool_root or ".").expanduser())
+        pool_f = self._encode(ctx, pool)
+        text = ctx.encode_text([f"a photo of a {w}." for w in labels_all]).float()
+        sims = pool_f @ text.T
+        best = sims.argmax(dim=1)
+        picked = []
+        for j in range(len(names), len(labels_all)):
+            order = torch.argsort(sims[:, j], descending=True)
+            good = order[best[order] == j][:p.per_label]
+            picked.append(good if len(good) == p.per_label else order[:p.per_label])
+        idx = torch.cat(picked)
+        neg_y = torch.arange(len(names), len(labels_all)).repeat_interleave(p.per_label)
+        f = torch.cat([torch.as_tensor(arrays[GLOBAL]).float().to(pool_f.device), pool_f[idx]])
+        y = torch.cat([torch.as_tensor(arrays["labels"]).long(), neg_y])
+        return f, y, {"data": "real", "split": split.describe(), "pool_list": p.pool_list,
+                      "n_samples": len(y)}
+
+    @staticmethod
+    def _encode(ctx, manifest) -> torch.Tensor:
+        cache = Cache(Path(ctx.artifact_dir).parent)
+        arr = extract(ctx.backbone, manifest, [GLOBAL], cache)[GLOBAL]
+        return torch.as_tensor(np.asarray(arr)).float().to(ctx.device)
+
+    def _train(self, ctx, p, learner, feats, labels, names, neg_words, data_info) -> dict:
+        model = ctx.backbone.model
+        scale = float(model.logit_scale.exp())
+        feats, labels = feats.to(ctx.device), labels.to(ctx.device)
+        n_id, n_all = len(names), len(names) + len(neg_words)
+        tip = ctx.encode_text([t.format(w) for w in list(names) + list(neg_words)
+                               for t in TIP_TEMPLATES]).float().clone().view(n_all, -1,
+                                                                               feats.shape[1])
+        is_id = labels < n_id
+        id_idx, neg_idx = torch.nonzero(is_id)[:, 0], torch.nonzero(~is_id)[:, 0]
+        n = len(labels)
+
+        def loss_fn(step, gen):
+            idx = epoch_batch(n, p.batch_size, step, ctx.seed).to(ctx.device)
+            t = torch.cat([learner["id"](), learner["ood"]()])
+            f, y = feats[idx], labels[idx]
+            onehot = F.one_hot(y, n_all).float()
+            loss = f.new_zeros(())
+            if p.plain_loss or not (p.cross_modal or p.cross_distribution):
+                loss = loss + F.cross_entropy(scale * F.normalize(f, dim=-1) @ t.T, y)
+            if p.cross_modal:
+                lam = beta_draws(p.alpha, len(idx), gen).to(f.device)[:, None]
+                tpl = torch.randint(0, len(TIP_TEMPLATES), (len(idx),), generator=gen)
+                z = F.normalize(lam * f + (1 - lam) * tip[y, tpl.to(f.device)], dim=-1)
+                loss = loss + F.cross_entropy(scale * z @ t.T, y)
+            if p.cross_distribution and len(id_idx) and len(neg_idx):
+                pool = torch.where(is_id[idx], 1, 0)
+                j_neg = neg_idx[torch.randint(0, len(neg_idx), (len(idx),), generator=gen)
+                                .to(f.device)]
+                j_id = id_idx[torch.randint(0, len(id_idx), (len(idx),), generator=gen)
+                              .to(f.device)]
+                partner = torch.where(pool.bool(), j_neg, j_id)
+                lam = beta_draws(p.alpha, len(idx), gen).to(f.device)[:, None]
+                z = F.normalize(lam * f + (1 - lam) * feats[partner], dim=-1)
+                target = lam * onehot + (1 - lam) * F.one_hot(labels[partner], n_all).float()
+                loss = loss - (target * torch.log_softmax(scale * z @ t.T, dim=-1)).sum(-1).mean()
+            return loss
+
+        steps = steps_for_epochs(n, p.batch_size, p.epochs)
+        cfg = TrainConfig(steps=steps, lr=p.lr, optimizer="sgd", nesterov=True,
+                          weight_decay=p.weight_decay, min_lr=p.lr * 1e-8, seed=ctx.seed,
+                          max_steps=p.max_steps, checkpoint_every=50,
+                          eval_every=steps_for_epochs(n, p.batch_size, 1.0)
+                          if p.select == "val_acc" else 0)
+        val_fn = self._val_fn(ctx, learner) if p.select == "val_acc" else None
+        spec = {"backbone": ctx.backbone.key(), "data": data_info,
+                "classes": _sha(names), "negatives": _sha(neg_words),
+                "params": {k: v for k, v in p.to_dict().items()
+                           if k not in ("preset", "n_neg_test", "test_groups", "temperature")},
+                "version": self.version}
+        return train_artifact(learner, loss_fn, cfg, name=self.name, spec=spec,
+                              artifact_dir=ctx.artifact_dir, device=ctx.device, quiet=ctx.quiet,
+                              val_fn=val_fn)
+
+    @staticmethod
+    def _val_fn(ctx, learner):
+        """ID accuracy of the learned ID prompts on the protocol's val split (never a test set)."""
+        val = ctx.split_features("val", frozenset({GLOBAL}))
+        v = torch.as_tensor(np.asarray(val[GLOBAL])).float().to(ctx.device)
+        y = torch.as_tensor(val["labels"]).to(ctx.device)
+        return lambda: float(((v @ learner["id"]().T).argmax(1) == y).float().mean())
+
+    def score_and_predict(self, feats):
+        v = feats[GLOBAL].float()
+        li, ln = v @ self.t_id.T, v @ self.t_neg.T
+        p = self.effective
+        return negative_label_score(li, ln, p.temperature, p.test_groups, self.perm), li.argmax(1)
+
+    def score(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.score_and_predict(feats)[0]
+
+    def predict(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        return (feats[GLOBAL].float() @ self.t_id.T).argmax(1)
+
+
+def beta_draws(alpha: float, n: int, gen: torch.Generator) -> torch.Tensor:
+    """n draws of Beta(alpha, alpha) from ``gen`` (ratio of gammas): resumed runs repeat them."""
+    x, y = _gamma(alpha, n, gen), _gamma(alpha, n, gen)
+    return x / (x + y)
+
+
+def _gamma(a: float, n: int, gen: torch.Generator) -> torch.Tensor:
+    """Gamma(a, 1) draws from ``gen`` (sum of exponentials for integer a, else Marsaglia-Tsang)."""
+    if float(a).is_integer():
+        u = torch.rand(n, int(a), generator=gen).clamp_min(1e-12)
+        return -torch.log(u).sum(dim=1)
+    d = (a if a >= 1 else a + 1) - 1 / 3
+    c = 1 / (9 * d) ** 0.5
+    out = torch.empty(n)
+    for i in range(n):
+        while True:
+            z = float(torch.randn(1, generator=gen))
+            v = (1 + c * z) ** 3
+            u = float(torch.rand(1, generator=gen))
+            if v > 0 and np.log(max(u, 1e-300)) < 0.5 * z * z + d - d * v + d * np.log(v):
+                out[i] = d * v
+                break
+    if a < 1:
+        out = out * torch.rand(n, generator=gen).clamp_min(1e-12) ** (1 / a)
+    return out
+
+
+def _sha(items) -> str:
+    return hashlib.sha256(json.dumps(list(items)).encode()).hexdigest()[:16]

@@ -1,0 +1,234 @@
+"""Local-Prompt: extensible local prompts for few-shot OOD detection (Zeng et al., ICLR 2025).
+
+Global prompts stay frozen ("a photo of a {c}."). Learned: class-specific local contexts
+(C x 16 tokens, "[ctx] {c}.") and 300 negative contexts ("[ctx] ."), scored against v-path patch
+features. Each training image gives 16 augmented views; the 8 most similar to the label's global
+prompt are positives and the least similar one is the outlier view. Each batch makes 8 optimiser
+steps (one per positive view) on
+
+    L = L_pos + lambda_neg * L_neg + lambda_div * L_div
+
+(doc §3.3): L_pos, a regional CE where every class and every negative prompt scores its own top-k
+patches; L_neg, pushing the outlier view's label-like patches to the negative prompts; L_div, the
+mean pairwise cosine of the negative prompts (after the 2025-03-20 fix: on the negative prompts).
+Score: max_c softmax(g)_c (raw cosines, T = 1) + mean of the top-10 local probabilities, each
+patch's softmax running over the C local ID prompts and the negative prompts at CLIP's logit scale.
+
+Deviations (recorded): the 16 views are drawn once per image and encoded once (the image tower is
+frozen); the learning rate follows the trainer's per-step cosine rather than a per-epoch one. The
+local prompts are class-specific, so a different test label set is refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import oodbench.features.local  # noqa: F401  (registers the "local" feature kind)
+from oodbench.detectors.base import (
+    GLOBAL,
+    IMAGES,
+    LOCAL,
+    TRAIN,
+    Context,
+    Detector,
+    DetectorParams,
+    require,
+)
+from oodbench.errors import ConfigError
+from oodbench.features.cache import spec_key
+from oodbench.features.local import encode_global_local
+from oodbench.io import atomic_save_npz
+from oodbench.progress import progress
+from oodbench.registry import DETECTORS
+from oodbench.training.augment import image_crops
+from oodbench.training.fewshot import fewshot_split
+from oodbench.training.presets import apply_preset, preset_name
+from oodbench.training.prompt_learner import PromptLearner, freeze
+from oodbench.training.trainer import TrainConfig, epoch_batch, train_artifact
+
+
+def positive_region_loss(a: torch.Tensor, a_neg: torch.Tensor, y: torch.Tensor, k: int):
+    """L_pos from (B, R, C) ID and (B, R, M) negative local logits (already divided by T)."""
+    top = a.topk(min(k, a.shape[1]), dim=1).values
+    top_n = a_neg.topk(min(k, a_neg.shape[1]), dim=1).values
+    num = torch.logsumexp(top.gather(2, y[:, None, None].expand(-1, top.shape[1], 1))[..., 0], 1)
+    den = torch.logsumexp(torch.cat([top.flatten(1), top_n.flatten(1)], dim=1), dim=1)
+    return (den - num).mean()
+
+
+def negative_region_loss(b_id: torch.Tensor, b_neg: torch.Tensor, y: torch.Tensor, k: int):
+    """L_neg from the outlier view's (B, R, C) ID and (B, R, M) negative local logits."""
+    k = min(k, b_id.shape[1])
+    regions = b_id.gather(2, y[:, None, None].expand(-1, b_id.shape[1], 1))[..., 0].topk(k, 1)
+    sel = b_neg.gather(1, regions.indices[..., None].expand(-1, -1, b_neg.shape[2]))
+    num = torch.logsumexp(sel.flatten(1), dim=1)
+    id_mass = torch.logsumexp(b_id.topk(k, dim=1).values.flatten(1), dim=1)
+    return (torch.logaddexp(num, id_mass) - num).mean()
+
+
+def diversity_loss(q: torch.Tensor) -> torch.Tensor:
+    """Sum of all pairwise cosines of the (M, D) negative prompts (i = j included) / (M (M - 1))."""
+    q = F.normalize(q, dim=-1)
+    m = len(q)
+    return (q @ q.T).sum() / (m * (m - 1))
+
+
+@dataclass
+class LocalPromptParams(DetectorParams):
+    """Official README example: 4-shot, 16 ctx, 300 negatives, topk 50 / 10, lambda 5, div 0.5."""
+
+    preset: Literal["auto", "paper", "toy"] = "auto"
+    shots: int = 4
+    split_seed: int | None = None
+    n_ctx: int = 16
+    n_neg_prompts: int = 300
+    views: int = 16
+    num_pos: int = 8
+    topk_train: int = 50
+    topk_test: int = 10
+    lambda_neg: float = 5.0
+    lambda_div: float = 0.5
+    temperature: float = 1.0
+    epochs: float = 30.0
+    batch_size: int = 256
+    lr: float = 0.002
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 1.0
+    max_steps: int | None = None
+
+    def validate(self) -> None:
+        require(self.views > self.num_pos >= 1, "num_pos", "must be in [1, views)")
+        require(self.n_ctx > 0 and self.n_neg_prompts > 1, "n_neg_prompts",
+                "n_ctx must be positive and n_neg_prompts > 1")
+        require(self.topk_train > 0 and self.topk_test > 0, "topk_train", "top-k must be positive")
+        require(self.epochs > 0 and self.batch_size > 0 and self.lr > 0, "lr",
+                "epochs, batch_size and lr must be positive")
+        require(self.max_steps is None or self.max_steps > 0, "max_steps", "must be positive")
+
+
+TOY_PRESET = {"n_ctx": 4, "n_neg_prompts": 30, "topk_train": 16, "topk_test": 3, "epochs": 10.0,
+              "batch_size": 16, "lr": 0.01, "warmup_epochs": 0.0, "views": 8, "num_pos": 4}
+
+
+@DETECTORS.register("local-prompt")
+class LocalPrompt(Detector):
+    """Local-Prompt: frozen global prompts + learned class-specific local and negative prompts."""
+
+    name = "local-prompt"
+    version = "1"
+    Params = LocalPromptParams
+    needs = frozenset({GLOBAL, LOCAL, TRAIN, IMAGES})
+
+    def setup(self, ctx: Context) -> None:
+        p = self.effective = apply_preset(self.params, TOY_PRESET, ctx.protocol.name)
+        names = ctx.protocol.training_classnames()
+        if list(ctx.classnames) != list(names):
+            raise ConfigError(f"local-prompt learns one local prompt per training class, so it "
+                              f"cannot score protocol {ctx.protocol.name}, whose ID label set "
+                              "differs from its training classes; use krnft, lapt or locoop there")
+        model, tok = ctx.backbone.model, ctx.backbone.tokenizer
+        freeze(model)
+        self.t_glob = ctx.encode_text([f"a photo of a {c}." for c in names]).float().clone()
+        gen = torch.Generator().manual_seed(ctx.seed)
+        learner = torch.nn.ModuleDict({
+            "local": PromptLearner(model, tok, names, n_ctx=p.n_ctx, csc=True, generator=gen),
+            "neg": PromptLearner(model, tok, [""] * p.n_neg_prompts, n_ctx=p.n_ctx, csc=True,
+                                 generator=gen)}).to(ctx.device)
+        split = fewshot_split(ctx.protocol.train.manifest, p.shots,
+                              ctx.seed if p.split_seed is None else p.split_seed, ctx.artifact_dir)
+        views = view_features(ctx, split, p)
+        info = self._train(ctx, p, learner, views, split)
+        ctx.info["train"] = {"split": split.describe(), "preset": preset_name(self.params, p),
+                             "effective_params": p.to_dict(), "deviation": "views drawn and "
+                             "encoded once; per-step cosine schedule", **info}
+        with torch.no_grad():
+            self.t_local, self.t_neg = learner["local"]().float(), learner["neg"]().float()
+        self.scale = float(model.logit_scale.exp())
+        self.ready = True
+
+    def _train(self, ctx, p, learner, views, split) -> dict:
+        dev = ctx.device
+        g = torch.as_tensor(views["global"]).float().to(dev)
+        loc = torch.as_tensor(views["local"]).float().to(dev)
+        y = torch.as_tensor(views["labels"]).long().to(dev)
+        sim = (g * self.t_glob[y][:, None]).sum(-1)  # (N, V) view vs label global prompt
+        order = torch.argsort(sim, dim=1, descending=True)
+        pos_views, neg_view = order[:, :p.num_pos], order[:, -1]
+        n = len(y)
+        per_epoch = max(1, n // p.batch_size) * p.num_pos
+        scale = float(ctx.backbone.model.logit_scale.exp())
+        t = p.temperature
+
+        def loss_fn(step, gen):
+            batch, i = divmod(step, p.num_pos)
+            idx = epoch_batch(n, p.batch_size, batch, ctx.seed, drop_last=True).to(dev)
+            pos = loc[idx, pos_views[idx, i]]
+            neg = loc[idx, neg_view[idx]]
+            t_loc, t_neg = learner["local"](), learner["neg"]()
+            l_pos = positive_region_loss(scale * pos @ t_loc.T / t, scale * pos @ t_neg.T / t,
+                                         y[idx], p.topk_train)
+            l_neg = negative_region_loss(scale * neg @ t_loc.T / t, scale * neg @ t_neg.T / t,
+                                         y[idx], p.topk_train)
+            return l_pos + p.lambda_neg * l_neg + p.lambda_div * diversity_loss(t_neg)
+
+        cfg = TrainConfig(steps=max(1, int(p.epochs * per_epoch)), lr=p.lr, optimizer="sgd",
+                          weight_decay=p.weight_decay,
+                          warmup_steps=int(p.warmup_epochs * per_epoch),
+                          seed=ctx.seed, max_steps=p.max_steps, checkpoint_every=50)
+        spec = {"backbone": ctx.backbone.key(), "split": split.describe(),
+                "params": {k: v for k, v in p.to_dict().items()
+                           if k not in ("preset", "topk_test", "temperature")},
+                "version": self.version}
+        return train_artifact(learner, loss_fn, cfg, name=self.name, spec=spec,
+                              artifact_dir=ctx.artifact_dir, device=ctx.device, quiet=ctx.quiet)
+
+    def score_and_predict(self, feats):
+        p = self.effective
+        g = feats[GLOBAL].float() @ self.t_glob.T
+        loc = feats[LOCAL].float()
+        li = self.scale * loc @ self.t_local.T / p.temperature
+        ln = self.scale * loc @ self.t_neg.T / p.temperature
+        prob = torch.softmax(torch.cat([li, ln], dim=-1), dim=-1)[..., :li.shape[-1]]
+        k = min(p.topk_test, prob[0].numel())
+        s_loc = prob.flatten(1).topk(k, dim=1).values.mean(dim=1)
+        s_glob = torch.softmax(g / p.temperature, dim=-1).amax(dim=-1)
+        kp = min(p.topk_test, li.shape[1])
+        fused = g + torch.logsumexp(li.topk(kp, dim=1).values, dim=1)
+        return s_glob + s_loc, fused.argmax(dim=1)
+
+    def score(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.score_and_predict(feats)[0]
+
+    def predict(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.score_and_predict(feats)[1]
+
+
+def view_features(ctx: Context, split, p: LocalPromptParams) -> dict[str, np.ndarray]:
+    """Global (N, V, D) and local (N, V, P, D) features of ``views`` random crops per image."""
+    bb = ctx.backbone
+    key = spec_key({"backbone": bb.key(), "preprocess": bb.preprocess.to_dict(),
+                    "split": split.manifest.digest(), "root": str(split.manifest.root),
+                    "views": p.views, "seed": ctx.seed})
+    path = ctx.artifact_dir / "local-prompt-views" / f"{key}.npz"
+    if path.is_file():
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+    m = split.manifest
+    gl, lo = [], []
+    with progress(ctx.quiet) as bar, torch.inference_mode():
+        task = bar.add_task("local-prompt views", total=len(m), extra="")
+        for i in range(len(m)):
+            crops = image_crops(m, i, p.views, bb.preprocess.crop, ctx.seed, "bicubic")
+            g, loc = encode_global_local(bb, crops)
+            gl.append(g.cpu().numpy())
+            lo.append(loc.cpu().numpy().astype(np.float16))
+            bar.advance(task)
+    arrays = {"global": np.stack(gl), "local": np.stack(lo),
+              "labels": np.asarray(m.labels, np.int64)}
+    atomic_save_npz(path, **arrays)
+    return arrays

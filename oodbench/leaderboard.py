@@ -1,0 +1,621 @@
+"""Leaderboards: result records -> one CSV and one markdown table per protocol (and plots).
+
+Records are read from ``<results>/runs/<protocol>/<backbone>/<detector>/seed<k>.json``. A row is
+one detector directory (``mcm``, or ``mcm@1a2b3c4d`` for non-default hyperparameters: a distinct
+row) x backbone x detector version; its cells are the mean and sample standard deviation (ddof=1)
+over seeds. Values are percentages with two decimals; time is seconds per run. Rows are sorted by
+average FPR95, best first.
+
+A table never mixes protocol versions or metrics-schema versions: such records raise
+:class:`LeaderboardError`, naming them. The paper numbers of ``results/reported.csv`` are set
+under each reproduced row with the difference, comparing FPR95 only within one convention: an
+OOD-positive (OpenOOD) reported FPR95 is compared with our ``fpr95_openood``, and the table says so.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from oodbench.errors import OodbenchError
+from oodbench.io import atomic_write_text
+from oodbench.metrics import METRIC_KEYS
+from oodbench.record import ResultRecord
+
+TOLERANCE = {"fpr95": 2.0, "fpr95_openood": 2.0, "auroc": 1.0, "aupr_in": 1.0, "aupr_out": 1.0,
+             "id_accuracy": 1.0}
+"""Percentage points a reproduction may differ from the reported number before it is flagged."""
+
+CONVENTIONS = ("id", "ood")
+REPORTED_COLUMNS = ("detector", "protocol", "backbone", "ood_set", "metric", "value",
+                    "fpr95_convention", "source")
+FLAG = "⚠"
+
+FPR95_CONVENTION_TEXT = (
+    "FPR95 is the paper convention (MCM / NegLabel rule): ID is the positive class, and FPR95 is "
+    "the share of OOD images accepted at the threshold that accepts 95% of ID images. "
+    "The OpenOOD v1.5 convention (OOD positive: share of ID images rejected when 95% of OOD is "
+    "caught) is a different quantity; it is in the CSV as `*_fpr95_openood` and is used here only "
+    "where a reported number was computed that way, on a line that says so."
+)
+
+
+class LeaderboardError(OodbenchError):
+    """Result records cannot be put in one table (mixed versions, unreadable or missing records)."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """One result record and where it was read from."""
+
+    path: Path
+    record: ResultRecord
+
+    @property
+    def label(self) -> str:
+        """The detector directory name: the registered name, plus '@hash' for non-default params."""
+        return self.path.parent.name
+
+
+@dataclass
+class Row:
+    """One leaderboard row: a detector (with its params and version) on a backbone, over seeds."""
+
+    label: str
+    detector: str
+    version: str
+    params: dict
+    backbone: str
+    runs: list[Run] = field(default_factory=list)
+
+    @property
+    def seeds(self) -> list[int]:
+        """The seeds of the row's runs, sorted."""
+        return sorted(r.record.seed for r in self.runs)
+
+    @property
+    def limit(self) -> int | None:
+        """The --limit of the runs (smoke runs on a subset), if any."""
+        limits = {r.record.limit for r in self.runs}
+        return max((x for x in limits if x is not None), default=None)
+
+    @property
+    def data(self) -> str:
+        """Short fingerprint of the image lists the runs used ('mixed' when seeds differ)."""
+        keys = {data_key(r.record) for r in self.runs}
+        return keys.pop() if len(keys) == 1 else "mixed"
+
+    def values(self, key: str) -> list[float]:
+        """Per-seed values of one cell (see :func:`cell_value`), NaN-free."""
+        out = [cell_value(r.record, key) for r in self.runs]
+        return [v for v in out if v is not None and not math.isnan(v)]
+
+    def mean(self, key: str) -> float | None:
+        """Mean over seeds of one cell (None when no run has it)."""
+        return mean_std(self.values(key))[0]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The columns of one protocol's table: OOD sets, group averages, shifted-ID sets, set sizes."""
+
+    protocol: str
+    version: str
+    metrics_schema: str
+    ood_sets: list[str]
+    groups: list[str]
+    shifted: list[str]
+    id_set: str
+    set_sizes: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Reported:
+    """One paper-reported number (a row of results/reported.csv), in %."""
+
+    detector: str
+    protocol: str
+    backbone: str
+    ood_set: str
+    metric: str
+    value: float
+    convention: str
+    source: str
+
+    @property
+    def key(self) -> str:
+        """The cell key of the reproduced number it is compared with."""
+        openood = self.metric == "fpr95" and self.convention == "ood"
+        metric = "fpr95_openood" if openood else self.metric
+        return "id_accuracy" if metric == "id_accuracy" else f"{self.ood_set}/{metric}"
+
+
+# ----------------------------------------------------------------------------- reading records
+
+def load_runs(results_dir: Path) -> list[Run]:
+    """Every result record under ``<results_dir>/runs``, each with its path."""
+    runs_dir = Path(results_dir) / "runs"
+    paths = sorted(runs_dir.glob("*/*/*/seed*.json"))
+    if not paths:
+        raise LeaderboardError(
+            f"no result records under {runs_dir} (expected runs/<protocol>/<backbone>/<detector>/"
+            "seed<k>.json); run `oodbench run ...` first, or pass --results-dir")
+    out = []
+    for p in paths:
+        try:
+            out.append(Run(p, ResultRecord.read(p)))
+        except (ValueError, TypeError, json.JSONDecodeError) as e:
+            raise LeaderboardError(f"result record {p} cannot be read: {e}; rerun that run or "
+                                   "move the file out of the results folder") from None
+    return out
+
+
+def by_protocol(runs: Iterable[Run]) -> dict[str, list[Run]]:
+    """Runs grouped by protocol name (as the records say)."""
+    out: dict[str, list[Run]] = {}
+    for r in runs:
+        out.setdefault(r.record.protocol["name"], []).append(r)
+    return dict(sorted(out.items()))
+
+
+def check_versions(protocol: str, runs: Sequence[Run]) -> None:
+    """Refuse records of one protocol that differ in protocol or metrics-schema version."""
+    for what, get in (("protocol version", lambda r: str(r.record.protocol.get("version"))),
+                      ("metrics-schema version", lambda r: str(r.record.metrics_schema))):
+        seen: dict[str, list[Path]] = {}
+        for r in runs:
+            seen.setdefault(get(r), []).append(r.path)
+        if len(seen) > 1:
+            lines = [f"  {what} {v!r}: " + ", ".join(str(p) for p in ps[:5])
+                     + (f" and {len(ps) - 5} more" if len(ps) > 5 else "")
+                     for v, ps in sorted(seen.items())]
+            raise LeaderboardError(
+                f"protocol {protocol}: records of different {what}s cannot share one table:\n"
+                + "\n".join(lines)
+                + "\nRerun the old ones with the current oodbench, or move them out of the "
+                "results folder.")
+
+
+def layout_of(protocol: str, runs: Sequence[Run]) -> Layout:
+    """Columns of a protocol's table, in the order the records list the sets."""
+    first = runs[0].record
+    ood, groups, shifted, sizes = [], [], [], {}
+    id_set = ""
+    for r in runs:
+        for name, s in r.record.protocol.get("sets", {}).items():
+            sizes.setdefault(name, s.get("n"))
+            role = s.get("role")
+            if role == "ood" and name not in ood:
+                ood.append(name)
+            elif role == "shifted-id" and name not in shifted:
+                shifted.append(name)
+            elif role == "id":
+                id_set = id_set or name
+        for name in r.record.metrics:
+            if name not in ood:
+                ood.append(name)
+        for g, members in _group_members(r.record).items():
+            if g not in groups and len(members) > 1 and set(members) != set(ood):
+                groups.append(g)
+        for name in r.record.shifted:
+            if name not in shifted:
+                shifted.append(name)
+    return Layout(protocol, str(first.protocol.get("version")), str(first.metrics_schema), ood,
+                  groups, shifted, id_set, sizes)
+
+
+def _group_members(rec: ResultRecord) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for name, s in rec.protocol.get("sets", {}).items():
+        if s.get("role") == "ood" and s.get("group"):
+            out.setdefault(s["group"], []).append(name)
+    return out
+
+
+def rows_of(runs: Sequence[Run]) -> list[Row]:
+    """Runs grouped into rows (detector dir x backbone x detector version), best average first."""
+    rows: dict[tuple[str, str, str], Row] = {}
+    for r in runs:
+        det = r.record.detector
+        key = (r.label, r.record.backbone["spec"], str(det.get("version")))
+        row = rows.setdefault(key, Row(r.label, det["name"], str(det.get("version")),
+                                       det.get("params", {}), r.record.backbone["spec"]))
+        row.runs.append(r)
+    for row in rows.values():
+        row.runs.sort(key=lambda r: r.record.seed)
+    return sorted(rows.values(), key=_sort_key)
+
+
+def _sort_key(row: Row) -> tuple:
+    fpr = row.mean("average/fpr95")
+    auroc = row.mean("average/auroc")
+    return (fpr if fpr is not None else math.inf, -(auroc or 0.0), row.label, row.backbone)
+
+
+def cell_value(rec: ResultRecord, key: str) -> float | None:
+    """One number of a record in display units (% or seconds).
+
+    Keys: ``<set or group>/<metric>`` (groups include ``average``), ``id_accuracy``, ``time``,
+    ``shifted:<set>/id_accuracy`` and ``shifted:<set>/<metric>`` (average over OOD sets).
+    """
+    if key == "time":
+        return rec.timings.get("total")
+    if key == "id_accuracy":
+        return None if rec.id_accuracy is None else 100.0 * rec.id_accuracy
+    where, _, metric = key.rpartition("/")
+    if where.startswith("shifted:"):
+        s = rec.shifted.get(where[len("shifted:"):])
+        if s is None:
+            return None
+        if metric == "id_accuracy":
+            return None if s.get("id_accuracy") is None else 100.0 * s["id_accuracy"]
+        v = s.get("groups", {}).get("average", {}).get(metric)
+    else:
+        v = (rec.metrics.get(where) or rec.groups.get(where) or {}).get(metric)
+    return None if v is None else 100.0 * v
+
+
+def data_key(rec: ResultRecord) -> str:
+    """12-hex fingerprint of every set's manifest hash: equal keys = the same images were used."""
+    sets = {n: s.get("manifest_sha256") for n, s in sorted(rec.protocol.get("sets", {}).items())}
+    return hashlib.sha256(json.dumps(sets, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (ddof=1; None for fewer than two values)."""
+    if not values:
+        return None, None
+    m = sum(values) / len(values)
+    if len(values) < 2:
+        return m, None
+    return m, math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
+
+
+# ----------------------------------------------------------------------------- reported numbers
+
+def read_reported(path: Path) -> list[Reported]:
+    """Parse results/reported.csv, naming the line of any malformed entry."""
+    path = Path(path)
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(line for line in f if not line.lstrip().startswith("#"))
+        missing = [c for c in REPORTED_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise LeaderboardError(f"{path}: missing column(s) {missing}; expected "
+                                   f"{', '.join(REPORTED_COLUMNS)}")
+        out = []
+        for i, row in enumerate(reader, 2):
+            out.append(_reported_entry(row, f"{path}, row {i}"))
+    return out
+
+
+def _reported_entry(row: dict, where: str) -> Reported:
+    metric = row["metric"].strip()
+    conv = (row["fpr95_convention"] or "").strip()
+    if metric not in (*METRIC_KEYS, "id_accuracy") or metric == "fpr95_openood":
+        raise LeaderboardError(f"{where}: metric {metric!r} is not one of fpr95, auroc, aupr_in, "
+                               "aupr_out, id_accuracy (say the FPR95 convention in its own column)")
+    if metric == "fpr95" and conv not in CONVENTIONS:
+        raise LeaderboardError(f"{where}: an FPR95 needs fpr95_convention 'id' (ID positive, MCM "
+                               f"rule) or 'ood' (OOD positive, OpenOOD), got {conv!r}")
+    try:
+        value = float(row["value"])
+    except ValueError:
+        raise LeaderboardError(f"{where}: value {row['value']!r} is not a number") from None
+    return Reported(row["detector"].strip(), row["protocol"].strip(), row["backbone"].strip(),
+                    row["ood_set"].strip(), metric, value, conv, row["source"].strip())
+
+
+def default_reported_path(results_dir: Path) -> Path | None:
+    """``<results>/reported.csv``, else the copy in the oodbench checkout's results/ folder."""
+    for p in (Path(results_dir) / "reported.csv",
+              Path(__file__).resolve().parents[1] / "results" / "reported.csv"):
+        if p.is_file():
+            return p
+    return None
+
+
+def reported_for(row: Row, layout: Layout, reported: Sequence[Reported]) -> list[Reported]:
+    """Reported numbers for a row with the paper-default params (no '@' label) on its protocol."""
+    if "@" in row.label:
+        return []
+    return [r for r in reported if r.detector == row.detector and r.protocol == layout.protocol
+            and backbone_matches(r.backbone, row.backbone)]
+
+
+def backbone_matches(reported: str, spec: str) -> bool:
+    """Same backbone spec, or the same arch with a checkpoint file named like the reported weights
+    (``ViT-B-16:CMA-ckpt`` matches ``ViT-B-16:/ckpts/CMA-ckpt.pt``)."""
+    if reported == spec:
+        return True
+    arch, _, weights = spec.partition(":")
+    r_arch, _, r_weights = reported.partition(":")
+    is_file = "/" in weights or "\\" in weights
+    return arch == r_arch and is_file and Path(weights).stem == r_weights
+
+
+def differences(row: Row, entries: Sequence[Reported]) -> list[dict]:
+    """Reproduced minus reported for each reported number, flagged outside the tolerance band."""
+    out = []
+    for e in entries:
+        ours = row.mean(e.key)
+        diff = None if ours is None else ours - e.value
+        tol = TOLERANCE.get(e.key.rpartition("/")[2], 1.0)
+        out.append({"detector": row.label, "backbone": row.backbone, "ood_set": e.ood_set,
+                    "metric": e.metric, "fpr95_convention": e.convention,
+                    "compared_with": e.key.rpartition("/")[2],
+                    "reproduced": _r(ours), "reported": e.value, "difference": _r(diff),
+                    "tolerance": tol,
+                    "within_tolerance": "" if diff is None else str(abs(diff) <= tol).lower(),
+                    "source": e.source})
+    return out
+
+
+# ----------------------------------------------------------------------------- CSV
+
+def csv_columns(layout: Layout) -> list[str]:
+    """Cell keys of the CSV, in order."""
+    keys = []
+    for where in (*layout.ood_sets, *layout.groups, "average"):
+        keys += [f"{where}/{m}" for m in METRIC_KEYS]
+    keys.append("id_accuracy")
+    for s in layout.shifted:
+        keys += [f"shifted:{s}/id_accuracy"] + [f"shifted:{s}/{m}" for m in METRIC_KEYS]
+    keys.append("time")
+    return keys
+
+
+def csv_text(layout: Layout, rows: Sequence[Row]) -> str:
+    """The protocol's CSV: one line per row; each cell as mean and std columns."""
+    keys = csv_columns(layout)
+    head = ["protocol", "protocol_version", "metrics_schema", "detector", "detector_name",
+            "detector_version", "params", "backbone", "n_seeds", "seeds", "limit", "data"]
+    cols = []
+    for k in keys:
+        name = _csv_name(k)
+        cols += [name, f"{name}_std"]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(head + cols)
+    for row in rows:
+        line = [layout.protocol, layout.version, layout.metrics_schema, row.label, row.detector,
+                row.version, json.dumps(row.params, sort_keys=True), row.backbone,
+                len(row.runs), " ".join(map(str, row.seeds)), row.limit or "", row.data]
+        for k in keys:
+            m, s = mean_std(row.values(k))
+            line += [_fmt_csv(m), _fmt_csv(s)]
+        w.writerow(line)
+    return buf.getvalue()
+
+
+def _csv_name(key: str) -> str:
+    if key == "time":
+        return "time_s"
+    return key.replace("shifted:", "shifted_").replace("/", "_")
+
+
+def _fmt_csv(v: float | None) -> str:
+    return "" if v is None else f"{v:.2f}"
+
+
+def comparison_csv_text(diffs: Sequence[dict]) -> str:
+    """Long-format CSV of reproduced vs reported numbers."""
+    buf = io.StringIO()
+    cols = ["detector", "backbone", "ood_set", "metric", "fpr95_convention", "compared_with",
+            "reproduced", "reported", "difference", "tolerance", "within_tolerance", "source"]
+    w = csv.DictWriter(buf, cols, lineterminator="\n")
+    w.writeheader()
+    w.writerows(diffs)
+    return buf.getvalue()
+
+
+# ----------------------------------------------------------------------------- markdown
+
+def _cell(row: Row, key: str) -> str:
+    m, s = mean_std(row.values(key))
+    if m is None:
+        return "–"
+    return f"{m:.2f}" if s is None else f"{m:.2f} ± {s:.2f}"
+
+
+def _pair(row: Row, where: str, fpr: str = "fpr95") -> str:
+    return f"{_cell(row, f'{where}/{fpr}')} / {_cell(row, f'{where}/auroc')}"
+
+
+def params_text(row: Row) -> str:
+    """'default', or the hyperparameters that differ from the detector's registered defaults."""
+    if "@" not in row.label:
+        return "default"
+    defaults = _default_params(row.detector)
+    diff = {k: v for k, v in row.params.items() if defaults is None or defaults.get(k) != v}
+    return ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(diff.items())) or "default"
+
+
+def _default_params(detector: str) -> dict | None:
+    try:
+        from oodbench.registry import DETECTORS
+
+        return DETECTORS.get(detector).Params().to_dict()
+    except Exception:  # a detector no longer installed: show every param
+        return None
+
+
+def markdown_text(layout: Layout, rows: Sequence[Row], reported: Sequence[Reported],
+                  plots: dict[str, list[tuple[str, str]]] | None = None) -> str:
+    """The protocol's markdown page: conventions, the main table with reported rows, shifted-ID
+    table, notes and plot links."""
+    lines = [f"# {layout.protocol} (protocol v{layout.version})", ""]
+    sizes = ", ".join(f"{n} {layout.set_sizes[n]:,}" if layout.set_sizes.get(n) is not None
+                      else n for n in [layout.id_set, *layout.shifted, *layout.ood_sets])
+    lines += [
+        f"Metrics schema v{layout.metrics_schema}. Cells are FPR95↓ / AUROC↑ in %, mean ± sample "
+        "standard deviation over seeds (no ± with one seed). Rows are sorted by average FPR95. "
+        f"Images per set: {sizes}.", "",
+        FPR95_CONVENTION_TEXT, "",
+    ]
+    groups = [*layout.groups, "average"]
+    head = (["detector", "backbone", "params", "seeds"] + layout.ood_sets
+            + [g.capitalize() for g in groups] + ["ID acc.", "time/run (s)"])
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    notes, all_diffs = [], []
+    for row in rows:
+        seeds = f"{len(row.runs)} ({','.join(map(str, row.seeds))})"
+        name = row.label + (f" v{row.version}" if row.version != "1" else "")
+        cells = ([name, row.backbone, params_text(row), seeds]
+                 + [_pair(row, s) for s in layout.ood_sets] + [_pair(row, g) for g in groups]
+                 + [_cell(row, "id_accuracy"), _cell(row, "time")])
+        lines.append("| " + " | ".join(cells) + " |")
+        if row.limit:
+            notes.append(f"{row.label} on {row.backbone}: smoke run on at most {row.limit} images "
+                         "per set; not comparable with full runs")
+        entries = reported_for(row, layout, reported)
+        if entries:
+            lines += _reported_lines(row, layout, groups, entries)
+            all_diffs += differences(row, entries)
+    notes += data_notes(rows)
+    if not all_diffs and any(r.protocol == layout.protocol for r in reported):
+        notes.append("results/reported.csv has paper numbers for this protocol, but none for "
+                     "these rows' detector and backbone with paper-default parameters")
+    lines.append("")
+    if all_diffs:
+        lines += [f"↳ lines: the paper's reported numbers and reproduced − reported; {FLAG} "
+                  "marks a difference outside the tolerance band "
+                  f"(±{TOLERANCE['fpr95']:g} points FPR95, ±{TOLERANCE['auroc']:g} AUROC and "
+                  "accuracy). Reported numbers compare with paper-default rows only.", ""]
+    if layout.shifted:
+        lines += _shifted_lines(layout, rows)
+    if notes:
+        lines += ["Notes:", ""] + [f"- {n}" for n in notes] + [""]
+    if plots:
+        lines += ["## Plots", ""]
+        for label, files in plots.items():
+            links = " · ".join(f"[{what}]({path})" for what, path in files)
+            lines.append(f"- {label}: {links}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def data_notes(rows: Sequence[Row]) -> list[str]:
+    """Warnings when rows (or the seeds of a row) were evaluated on different image lists."""
+    out = [f"{r.label} on {r.backbone}: its seeds used different image lists (manifest hashes "
+           "differ); its mean mixes datasets" for r in rows if r.data == "mixed"]
+    keys = {r.data for r in rows if r.data != "mixed"}
+    if len(keys) > 1:
+        out.append("rows were evaluated on different image lists (CSV column `data`: "
+                   + ", ".join(f"{r.label}/{r.backbone}={r.data}" for r in rows)
+                   + "); compare only rows with the same key")
+    return out
+
+
+def _reported_lines(row: Row, layout: Layout, groups: list[str],
+                    entries: Sequence[Reported]) -> list[str]:
+    out = []
+    for conv in sorted({e.convention for e in entries if e.metric == "fpr95"} or {"id"}):
+        chosen = [e for e in entries if e.convention in (conv, "")]
+        if not chosen:
+            continue
+        fpr = "fpr95_openood" if conv == "ood" else "fpr95"
+        got = {(e.ood_set, e.metric): e for e in chosen}
+        sources = "; ".join(sorted({e.source for e in chosen}))
+        conv_text = ("FPR95 OOD-positive (OpenOOD)" if conv == "ood" else "FPR95 ID-positive")
+        where = [*layout.ood_sets, *groups]
+        if conv == "ood":
+            ours = [_pair(row, w, fpr) for w in where]
+            out.append("| " + " | ".join(["↳ reproduced, " + conv_text, "", "", ""] + ours
+                                         + ["", ""]) + " |")
+        rep = [_reported_pair(got, w) for w in where]
+        acc = got.get(("", "id_accuracy")) or got.get(("ID", "id_accuracy"))
+        out.append("| " + " | ".join([f"↳ reported ({conv_text}): {sources}", "", "", ""] + rep
+                                     + [f"{acc.value:.2f}" if acc else "", ""]) + " |")
+        diffs = [_diff_pair(row, got, w, fpr) for w in where]
+        acc_diff = _diff_one(row, acc, "id_accuracy") if acc else ""
+        out.append("| " + " | ".join(["↳ reproduced − reported", "", "", ""] + diffs
+                                     + [acc_diff, ""]) + " |")
+    return out
+
+
+def _reported_pair(got: dict, where: str) -> str:
+    f, a = got.get((where, "fpr95")), got.get((where, "auroc"))
+    if f is None and a is None:
+        return ""
+    return (f"{f.value:.2f}" if f else "–") + " / " + (f"{a.value:.2f}" if a else "–")
+
+
+def _diff_pair(row: Row, got: dict, where: str, fpr: str) -> str:
+    f, a = got.get((where, "fpr95")), got.get((where, "auroc"))
+    if f is None and a is None:
+        return ""
+    return (_diff_one(row, f, f"{where}/{fpr}") if f else "–") + " / " + (
+        _diff_one(row, a, f"{where}/auroc") if a else "–")
+
+
+def _diff_one(row: Row, e: Reported, key: str) -> str:
+    ours = row.mean(key)
+    if ours is None:
+        return "–"
+    d = ours - e.value
+    flag = f" {FLAG}" if abs(d) > TOLERANCE.get(key.rpartition("/")[2], 1.0) else ""
+    return f"{d:+.2f}{flag}"
+
+
+def _shifted_lines(layout: Layout, rows: Sequence[Row]) -> list[str]:
+    head = ["detector", "backbone", f"{layout.id_set} acc."] + [
+        f"{s}: acc. / FPR95 / AUROC" for s in layout.shifted]
+    out = ["## Shifted ID sets", "",
+           "Each shifted set counts as ID (its images must not be flagged): its top-1 accuracy, "
+           "and FPR95 / AUROC averaged over the OOD sets with that set as ID.", "",
+           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        cells = [row.label, row.backbone, _cell(row, "id_accuracy")]
+        for s in layout.shifted:
+            cells.append(" / ".join(_cell(row, f"shifted:{s}/{m}")
+                                    for m in ("id_accuracy", "fpr95", "auroc")))
+        out.append("| " + " | ".join(cells) + " |")
+    return out + [""]
+
+
+# ----------------------------------------------------------------------------- build
+
+def build_leaderboards(results_dir: Path, out_dir: Path | None, plots: bool,
+                       reported_path: Path | None = None) -> list[Path]:
+    """Write ``<out>/<protocol>.csv`` and ``.md`` for every protocol with records; return the paths.
+
+    ``out_dir`` defaults to ``<results_dir>/leaderboard``; reported numbers come from
+    ``reported_path`` or :func:`default_reported_path`. With ``plots``, ROC curves and score
+    histograms are written to ``<out>/<protocol>/`` and linked from the markdown.
+    """
+    results_dir = Path(results_dir)
+    out = Path(out_dir) if out_dir else results_dir / "leaderboard"
+    rpath = reported_path or default_reported_path(results_dir)
+    reported = read_reported(rpath) if rpath else []
+    grouped = by_protocol(load_runs(results_dir))
+    for protocol, runs in grouped.items():  # refuse before writing anything
+        check_versions(protocol, runs)
+    written = []
+    for protocol, runs in grouped.items():
+        layout = layout_of(protocol, runs)
+        rows = rows_of(runs)
+        links = None
+        if plots:
+            from oodbench.plots import plot_rows
+
+            links = plot_rows(layout, rows, out)
+        csv_path, md_path = out / f"{protocol}.csv", out / f"{protocol}.md"
+        atomic_write_text(csv_path, csv_text(layout, rows))
+        atomic_write_text(md_path, markdown_text(layout, rows, reported, links))
+        written += [csv_path, md_path]
+        diffs = [d for row in rows for d in differences(row, reported_for(row, layout, reported))]
+        if diffs:
+            cmp_path = out / f"{protocol}.reported.csv"
+            atomic_write_text(cmp_path, comparison_csv_text(diffs))
+            written.append(cmp_path)
+    return written
+
+
+def _r(v: float | None) -> float | None:
+    return None if v is None else round(v, 4)

@@ -1,0 +1,1 @@
+"""Few-shot sampling and the shared trainer for trainable detectors."""

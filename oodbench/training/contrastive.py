@@ -1,0 +1,262 @@
+"""Contrastive fine-tuning of image-text models: the CMA and CLIPN objectives and their trainer.
+
+Losses (features L2-normalised, s the logit scale):
+
+- :func:`cma_loss` (CMA, Kim & Hwang, CVPR 2025): FLYP's symmetric CLIP loss on the B x B logits
+  plus lambda times the mean negative log-sum-exp of every row of both logit matrices,
+  ``1/2 (CE_img + lam * mean_k -lse_k(L_img)) + 1/2 (CE_txt + lam * mean_k -lse_k(L_txt))``.
+  lambda = 0 is FLYP.
+- :func:`clipn_loss` (CLIPN, Wang et al., ICCV 2023): per image-text pair the "yes" probability
+  p_ij = sigmoid(s f_i.g_j - s f_i.g~_j); matched pairs should say yes, all others no; plus the
+  text semantic-opposite term 2 - sqrt(2 - 2 g_j.g~_j + 1e-4); total = 1/2 (yes + no + tso).
+  Written for one device too (the official loss only defines the "no" logits when world_size > 1).
+
+:func:`train_contrastive` runs the optimiser loop shared by both: AdamW, linear warm-up then cosine
+decay per step (``CosineAnnealingWarmupRestarts`` with one cycle, as CMA uses), gradient
+accumulation, autocast on CUDA (bf16, fp32 master weights), gradients averaged over ``torchrun``
+ranks, all randomness of step k drawn from a generator seeded by (seed, k), a checkpoint every
+``checkpoint_every`` steps from which a killed run resumes, and a final artifact
+``<artifacts>/train/<name>/<key>/final.pt`` with a sha256 sidecar; an identical later run loads it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from oodbench.features import distributed
+from oodbench.features.cache import array_sha256, spec_key
+from oodbench.io import atomic_write, atomic_write_json
+from oodbench.progress import progress
+
+CONTRASTIVE_VERSION = "1"
+# loss_fn(step, micro_step, generator) -> (loss, {part: value})
+LossFn = Callable[[int, int, torch.Generator], tuple[torch.Tensor, dict]]
+
+
+def cma_loss(image: torch.Tensor, text: torch.Tensor, scale: torch.Tensor | float,
+             lam: float) -> tuple[torch.Tensor, dict]:
+    """CMA objective on (B, D) normalised image and text features of matched pairs."""
+    logits_img = scale * image @ text.T
+    logits_txt = logits_img.T
+    target = torch.arange(len(image), device=image.device)
+    ce_img, ce_txt = F.cross_entropy(logits_img, target), F.cross_entropy(logits_txt, target)
+    align_img = -torch.logsumexp(logits_img, dim=1).mean()
+    align_txt = -torch.logsumexp(logits_txt, dim=1).mean()
+    loss = 0.5 * (ce_img + lam * align_img) + 0.5 * (ce_txt + lam * align_txt)
+    parts = {"clip": 0.5 * (ce_img + ce_txt), "align": 0.5 * (align_img + align_txt)}
+    return loss, {k: float(v.detach()) for k, v in parts.items()}
+
+
+def clipn_loss(image: torch.Tensor, text_yes: torch.Tensor, text_no: torch.Tensor,
+               scale: torch.Tensor | float) -> tuple[torch.Tensor, dict]:
+    """CLIPN objective on (B, D) normalised image, "yes" text and "no" text features."""
+    n = len(image)
+    yes = scale * image @ text_yes.T
+    no = scale * image @ text_no.T
+    log_p_yes = F.logsigmoid(yes - no)  # log of softmax([yes, no])[0]
+    log_p_no = F.logsigmoid(no - yes)
+    eye = torch.eye(n, dtype=torch.bool, device=image.device)
+    bin_yes = -log_p_yes[eye].sum() / n
+    bin_no = -log_p_no[~eye].sum() / max(1, n * n - n)
+    tso = (2 - torch.sqrt(2 - 2 * (text_yes * text_no).sum(-1) + 1e-4)).mean()
+    loss = 0.5 * (bin_yes + bin_no + tso)
+    parts = {"bin_yes": bin_yes, "bin_no": bin_no, "tso": tso}
+    return loss, {k: float(v.detach()) for k, v in parts.items()}
+
+
+@dataclass
+class ContrastiveConfig:
+    """Optimiser, schedule and checkpointing of one contrastive fine-tuning run."""
+
+    steps: int
+    lr: float
+    weight_decay: float = 0.1
+    decay: Literal["all", "matrices"] = "all"  # CMA: every tensor; CLIPN: ndim >= 2, no norm/bias
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    warmup_steps: int = 0
+    grad_accum: int = 1
+    seed: int = 0
+    amp: bool = True
+    checkpoint_every: int = 100
+    max_steps: int | None = None
+
+    @property
+    def total(self) -> int:
+        """Optimiser steps actually run (``max_steps`` caps ``steps`` for smoke runs)."""
+        return self.steps if self.max_steps is None else min(self.steps, self.max_steps)
+
+
+def lr_at(step: int, cfg: ContrastiveConfig) -> float:
+    """Learning rate of optimiser step ``step``: linear warm-up from 0, then cosine to 0."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * step / cfg.warmup_steps
+    span = max(1, cfg.steps - cfg.warmup_steps)
+    return 0.5 * cfg.lr * (1 + math.cos(math.pi * min(1.0, (step - cfg.warmup_steps) / span)))
+
+
+def _no_decay(name: str, p: torch.Tensor) -> bool:
+    return p.ndim < 2 or any(s in name for s in ("bn", "ln", "bias", "logit_scale"))
+
+
+def param_groups(module: torch.nn.Module, cfg: ContrastiveConfig) -> list[dict]:
+    """AdamW groups: decay on everything (CMA) or only on matrices outside norms (CLIPN)."""
+    named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+    if cfg.decay == "all":
+        return [{"params": [p for _, p in named], "weight_decay": cfg.weight_decay}]
+    return [{"params": [p for n, p in named if not _no_decay(n, p)],
+             "weight_decay": cfg.weight_decay},
+            {"params": [p for n, p in named if _no_decay(n, p)], "weight_decay": 0.0}]
+
+
+def step_generator(seed: int, step: int, micro: int = 0) -> torch.Generator:
+    """The CPU generator of one micro-step (same draws after a resume)."""
+    return torch.Generator().manual_seed(
+        (seed * 1_000_003 + step * 7_919 + micro * 104_729 + distributed.rank() * 15_485_863)
+        % (2**63))
+
+
+class ContrastiveTrainer:
+    """Runs ``cfg.total`` optimiser steps of ``loss_fn`` on ``module``'s trainable parameters."""
+
+    def __init__(self, module: torch.nn.Module, loss_fn: LossFn, cfg: ContrastiveConfig,
+                 run_dir: Path, device: torch.device, desc: str = "train", quiet: bool = True):
+        self.module, self.loss_fn, self.cfg = module, loss_fn, cfg
+        self.run_dir, self.device, self.desc, self.quiet = Path(run_dir), device, desc, quiet
+        self.params = [p for p in module.parameters() if p.requires_grad]
+        self.optim = torch.optim.AdamW(param_groups(module, cfg), lr=cfg.lr, betas=cfg.betas,
+                                       eps=cfg.eps)
+        self.losses: list[float] = []
+        self.parts: dict = {}
+
+    @property
+    def checkpoint_path(self) -> Path:
+        """The last checkpoint of an unfinished run."""
+        return self.run_dir / "checkpoint.pt"
+
+    def save_checkpoint(self, step: int) -> None:
+        """Model, optimiser and loss history after ``step`` optimiser steps (rank 0 writes)."""
+        if distributed.is_main():
+            state = {"step": step, "model": self.module.state_dict(),
+                     "optim": self.optim.state_dict(), "losses": self.losses}
+            atomic_write(self.checkpoint_path, lambda f: torch.save(state, f))
+
+    def load_checkpoint(self) -> int:
+        """Resume point: the step of the last checkpoint, 0 when none."""
+        if not self.checkpoint_path.is_file():
+            return 0
+        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
+        self.module.load_state_dict(state["model"])
+        self.optim.load_state_dict(state["optim"])
+        self.losses = list(state["losses"])
+        return int(state["step"])
+
+    def _autocast(self):
+        on = self.cfg.amp and self.device.type == "cuda"
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=on)
+
+    def _reduce_grads(self) -> None:
+        if not distributed.active():
+            return
+        world = distributed.world_size()
+        for p in self.params:
+            if p.grad is not None:
+                torch.distributed.all_reduce(p.grad)
+                p.grad /= world
+
+    def step(self, step: int) -> float:
+        """One optimiser step over ``grad_accum`` micro-batches; returns the mean loss."""
+        cfg = self.cfg
+        for g in self.optim.param_groups:
+            g["lr"] = lr_at(step, cfg)
+        self.optim.zero_grad(set_to_none=True)
+        total = 0.0
+        for micro in range(cfg.grad_accum):
+            with self._autocast():
+                loss, parts = self.loss_fn(step, micro, step_generator(cfg.seed, step, micro))
+            (loss.float() / cfg.grad_accum).backward()
+            total += float(loss.detach()) / cfg.grad_accum
+            self.parts = parts
+        self._reduce_grads()
+        self.optim.step()
+        return total
+
+    def fit(self) -> dict:
+        """Train, resuming from the last checkpoint; returns what happened."""
+        cfg = self.cfg
+        start = self.load_checkpoint()
+        t0 = time.perf_counter()
+        self.module.train()
+        with progress(self.quiet or not distributed.is_main()) as bar:
+            task = bar.add_task(self.desc, total=cfg.total, completed=start, extra="")
+            for step in range(start, cfg.total):
+                self.losses.append(self.step(step))
+                done = step + 1
+                if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.total:
+                    self.save_checkpoint(done)
+                recent = self.losses[-20:]
+                bar.update(task, advance=1, extra=f"loss {np.mean(recent):.4f}")
+        self.module.eval()
+        return {"steps": cfg.total, "resumed_from_step": start,
+                "seconds": time.perf_counter() - t0,
+                "loss_first_last": [self.losses[0], self.losses[-1]] if self.losses else None,
+                "last_parts": self.parts}
+
+
+def artifact_key(name: str, spec: dict, cfg: ContrastiveConfig) -> str:
+    """The hash naming one training run's artifact."""
+    return spec_key({"detector": name, "spec": spec, "train": dataclasses.asdict(cfg),
+                     "trainer": f"contrastive-{CONTRASTIVE_VERSION}",
+                     "world": distributed.world_size()})
+
+
+def train_contrastive(module: torch.nn.Module, loss_fn: LossFn, cfg: ContrastiveConfig, *,
+                      name: str, spec: dict, artifact_dir: Path, device: torch.device,
+                      quiet: bool = True) -> dict:
+    """Train ``module`` (or load the finished artifact of an identical run); returns train info.
+
+    Only the trainable parameters are saved, as ``final.pt`` plus ``final.json`` with their sha256;
+    an artifact whose sum does not match is retrained.
+    """
+    key = artifact_key(name, spec, cfg)
+    run_dir = Path(artifact_dir) / "train" / name / key
+    final, meta_path = run_dir / "final.pt", run_dir / "final.json"
+    info = {"artifact": str(final), "key": key, "config": dataclasses.asdict(cfg)}
+    trainable = {n for n, p in module.named_parameters() if p.requires_grad}
+    meta = _read_meta(meta_path)
+    if meta is not None and final.is_file() and array_sha256(final) == meta.get("sha256"):
+        state = torch.load(final, map_location=device, weights_only=True)
+        module.load_state_dict(state, strict=False)
+        module.eval()
+        return {**info, **meta["result"], "sha256": meta["sha256"], "loaded": True}
+    trainer = ContrastiveTrainer(module, loss_fn, cfg, run_dir, device, f"train {name}", quiet)
+    result = trainer.fit()
+    sha = None
+    if distributed.is_main():
+        state = {n: p.detach().cpu() for n, p in module.named_parameters() if n in trainable}
+        atomic_write(final, lambda f: torch.save(state, f))
+        sha = array_sha256(final)
+        atomic_write_json(meta_path, {"key": key, "spec": spec, "sha256": sha, "result": result,
+                                      "config": dataclasses.asdict(cfg)})
+        trainer.checkpoint_path.unlink(missing_ok=True)
+    distributed.barrier()
+    return {**info, **result, "sha256": sha, "loaded": False}
+
+
+def _read_meta(path: Path) -> dict | None:
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) and "sha256" in meta and "result" in meta else None

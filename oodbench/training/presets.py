@@ -1,0 +1,30 @@
+"""Toy presets: small training budgets for the toy protocols, with the paper values as defaults.
+
+Trainable detectors keep the paper's hyperparameters as their ``Params`` defaults and carry a
+``preset`` field: ``auto`` (default) applies the detector's toy preset on protocols whose name
+starts with "toy", ``toy`` always, ``paper`` never. A preset only changes fields the user left at
+their default; the record's ``train`` names the preset and the effective values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+def is_toy(protocol_name: str) -> bool:
+    """True for the toy protocols (``toy``, ``toy-unseen``, ``toy-shift``)."""
+    return protocol_name.startswith("toy")
+
+
+def apply_preset(params, preset: dict, protocol_name: str):
+    """``params`` with ``preset`` applied to every field still at its paper default."""
+    if params.preset == "paper" or (params.preset == "auto" and not is_toy(protocol_name)):
+        return params
+    default = type(params)()
+    changes = {k: v for k, v in preset.items() if getattr(params, k) == getattr(default, k)}
+    return dataclasses.replace(params, **changes)
+
+
+def preset_name(given, used) -> str:
+    """'toy' when the preset changed anything, else 'paper' (for the record)."""
+    return "paper" if given == used else "toy"

@@ -1,0 +1,235 @@
+"""The shared few-shot trainer: a step loop with checkpoints, resume, and hashed artifacts.
+
+A trainable detector hands :func:`train_artifact` the module holding its learnable parameters, a
+``loss_fn(step, generator) -> loss`` and a :class:`TrainConfig`. The trainer
+
+- keys the run by everything that changes the result (detector spec, split, backbone, config) and
+  stores it under ``<artifacts>/train/<detector>/<key>/``; a finished run is loaded, not retrained;
+- draws all randomness of step ``k`` from a generator seeded by (seed, k), so a run killed midway
+  resumes from its last checkpoint to the same final weights;
+- sets the learning rate per step (cosine by default, optional constant warm-up);
+- runs under autocast (bf16) on CUDA with fp32 master weights, plain fp32 on CPU;
+- selects the model only with ``val_fn`` (the protocol's val split), never a test set;
+- shows a rich progress bar with the running loss.
+
+The returned dict goes into ``ctx.info["train"]`` and from there into the result record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from oodbench.features.cache import array_sha256, spec_key
+from oodbench.io import atomic_write, atomic_write_json
+from oodbench.progress import progress
+
+TRAINER_VERSION = "1"
+LossFn = Callable[[int, torch.Generator], torch.Tensor]
+
+
+@dataclass
+class TrainConfig:
+    """Optimiser, schedule and checkpointing of one training run."""
+
+    steps: int
+    lr: float
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    nesterov: bool = False
+    schedule: Literal["cosine", "constant"] = "cosine"
+    min_lr: float = 0.0
+    warmup_steps: int = 0
+    warmup_lr: float = 1e-5
+    grad_clip: float | None = None
+    seed: int = 0
+    amp: bool = True
+    checkpoint_every: int = 50
+    eval_every: int = 0
+    max_steps: int | None = None
+
+    @property
+    def total(self) -> int:
+        """Steps actually run (``max_steps`` caps ``steps`` for smoke runs)."""
+        return self.steps if self.max_steps is None else min(self.steps, self.max_steps)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate of step ``step`` (0-based): constant warm-up, then cosine to ``min_lr``."""
+    if step < cfg.warmup_steps:
+        return cfg.warmup_lr
+    if cfg.schedule == "constant":
+        return cfg.lr
+    span = max(1, cfg.total - cfg.warmup_steps)
+    t = (step - cfg.warmup_steps) / span
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * t))
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The CPU generator every random draw of step ``step`` uses (resume-safe)."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + step * 7_919 + 17) % (2**63))
+
+
+def epoch_batch(n: int, batch_size: int, step: int, seed: int,
+                drop_last: bool = False) -> torch.Tensor:
+    """Indices of the batch of step ``step`` when ``n`` items are shuffled afresh every epoch."""
+    per_epoch = n // batch_size if drop_last and n >= batch_size else math.ceil(n / batch_size)
+    epoch, i = divmod(step, max(1, per_epoch))
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7_919 + epoch))
+    return perm[i * batch_size:(i + 1) * batch_size]
+
+
+def steps_for_epochs(n: int, batch_size: int, epochs: float, drop_last: bool = False) -> int:
+    """Number of steps of ``epochs`` passes over ``n`` items."""
+    per_epoch = n // batch_size if drop_last and n >= batch_size else math.ceil(n / batch_size)
+    return max(1, int(round(epochs * max(1, per_epoch))))
+
+
+class Interrupted(RuntimeError):
+    """Raised by a test hook to simulate a run killed midway (no graceful save)."""
+
+
+class Trainer:
+    """Runs ``cfg.total`` optimiser steps on ``module``'s trainable parameters, resumably."""
+
+    def __init__(self, module: torch.nn.Module, loss_fn: LossFn, cfg: TrainConfig, run_dir: Path,
+                 device: torch.device, desc: str = "train", quiet: bool = True,
+                 val_fn: Callable[[], float] | None = None):
+        self.module, self.loss_fn, self.cfg, self.run_dir = module, loss_fn, cfg, Path(run_dir)
+        self.device, self.desc, self.quiet, self.val_fn = torch.device(device), desc, quiet, val_fn
+        self.params = [p for p in module.parameters() if p.requires_grad]
+        self.optim = self._optimizer()
+        self.best: dict = {"step": None, "val": None}
+        self.best_state: dict | None = None
+        self.losses: list[float] = []
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        c = self.cfg
+        if c.optimizer == "sgd":
+            return torch.optim.SGD(self.params, lr=c.lr, momentum=c.momentum,
+                                   nesterov=c.nesterov, weight_decay=c.weight_decay)
+        return torch.optim.AdamW(self.params, lr=c.lr, weight_decay=c.weight_decay)
+
+    @property
+    def checkpoint_path(self) -> Path:
+        """The last checkpoint of an unfinished run."""
+        return self.run_dir / "checkpoint.pt"
+
+    def _save_checkpoint(self, step: int) -> None:
+        state = {"step": step, "model": self.module.state_dict(), "optim": self.optim.state_dict(),
+                 "best": self.best, "best_state": self.best_state, "losses": self.losses}
+        atomic_write(self.checkpoint_path, lambda f: torch.save(state, f))
+
+    def _load_checkpoint(self) -> int:
+        if not self.checkpoint_path.is_file():
+            return 0
+        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
+        self.module.load_state_dict(state["model"])
+        self.optim.load_state_dict(state["optim"])
+        self.best, self.best_state = state["best"], state["best_state"]
+        self.losses = list(state["losses"])
+        return int(state["step"])
+
+    def _autocast(self):
+        on = self.cfg.amp and self.device.type == "cuda"
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=on)
+
+    def _validate(self, step: int) -> None:
+        if self.val_fn is None:
+            return
+        self.module.eval()
+        with torch.no_grad(), self._autocast():
+            v = float(self.val_fn())
+        self.module.train()
+        if self.best["val"] is None or v > self.best["val"]:
+            self.best = {"step": step, "val": v}
+            self.best_state = {k: t.detach().clone() for k, t in self.module.state_dict().items()}
+
+    def fit(self) -> dict:
+        """Train (resuming from the last checkpoint if any); returns what happened."""
+        cfg = self.cfg
+        start = self._load_checkpoint()
+        t0 = time.perf_counter()
+        self.module.train()
+        with progress(self.quiet) as bar:
+            task = bar.add_task(self.desc, total=cfg.total, completed=start, extra="")
+            for step in range(start, cfg.total):
+                lr = lr_at(step, cfg)
+                for g in self.optim.param_groups:
+                    g["lr"] = lr
+                with self._autocast():
+                    loss = self.loss_fn(step, step_generator(cfg.seed, step))
+                self.optim.zero_grad(set_to_none=True)
+                loss.float().backward()
+                if cfg.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
+                self.optim.step()
+                self.losses.append(float(loss.detach()))
+                done = step + 1
+                if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.total:
+                    self._validate(done)
+                if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.total:
+                    self._save_checkpoint(done)
+                recent = self.losses[-20:]
+                bar.update(task, advance=1,
+                           extra=f"loss {sum(recent) / len(recent):.4f} lr {lr:.2e}")
+        self._validate(cfg.total)
+        if self.best_state is not None:
+            self.module.load_state_dict(self.best_state)
+        self.module.eval()
+        return {"steps": cfg.total, "resumed_from_step": start, "seconds": time.perf_counter() - t0,
+                "selected": ("val" if self.val_fn else "last"), "best": self.best,
+                "final_loss": self.losses[-1] if self.losses else None,
+                "loss_first_last": [self.losses[0], self.losses[-1]] if self.losses else None}
+
+
+def artifact_key(name: str, spec: dict, cfg: TrainConfig) -> str:
+    """The hash naming one training run's artifact."""
+    return spec_key({"detector": name, "spec": spec, "train": dataclasses.asdict(cfg),
+                     "trainer": TRAINER_VERSION})
+
+
+def train_artifact(module: torch.nn.Module, loss_fn: LossFn, cfg: TrainConfig, *, name: str,
+                   spec: dict, artifact_dir: Path, device: torch.device, quiet: bool = True,
+                   val_fn: Callable[[], float] | None = None) -> dict:
+    """Train ``module`` (or load the finished artifact of an identical run); returns the train info.
+
+    The final weights are ``<artifact_dir>/train/<name>/<key>/final.pt`` with a ``final.json``
+    sidecar holding their sha256 and the key's spec; one whose sum does not match is retrained.
+    """
+    key = artifact_key(name, spec, cfg)
+    run_dir = Path(artifact_dir) / "train" / name / key
+    final, meta_path = run_dir / "final.pt", run_dir / "final.json"
+    info = {"artifact": str(final), "key": key, "config": dataclasses.asdict(cfg)}
+    meta = _read_meta(meta_path)
+    if meta is not None and final.is_file() and array_sha256(final) == meta.get("sha256"):
+        module.load_state_dict(torch.load(final, map_location=device, weights_only=True))
+        module.eval()
+        return {**info, **meta["result"], "sha256": meta["sha256"], "loaded": True}
+    trainer = Trainer(module, loss_fn, cfg, run_dir, device, desc=f"train {name}", quiet=quiet,
+                      val_fn=val_fn)
+    result = trainer.fit()
+    state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+    atomic_write(final, lambda f: torch.save(state, f))
+    sha = array_sha256(final)
+    atomic_write_json(meta_path, {"key": key, "spec": spec, "sha256": sha, "result": result,
+                                  "config": dataclasses.asdict(cfg)})
+    trainer.checkpoint_path.unlink(missing_ok=True)
+    return {**info, **result, "sha256": sha, "loaded": False}
+
+
+def _read_meta(path: Path) -> dict | None:
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) and "sha256" in meta and "result" in meta else None
