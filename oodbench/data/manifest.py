@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 from oodbench.errors import DataError
 
+_WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 
 
@@ -32,7 +34,8 @@ class Manifest:
 
     def __post_init__(self) -> None:
         if len(self.paths) != len(self.labels):
-            raise DataError(f"manifest {self.name!r}: {len(self.paths)} paths but {len(self.labels)} labels")
+            raise DataError(f"manifest {self.name!r}: {len(self.paths)} paths but "
+                            f"{len(self.labels)} labels")
         if self.checksums is not None and len(self.checksums) != len(self.paths):
             raise DataError(f"manifest {self.name!r}: checksum count does not match path count")
         for p in self.paths:
@@ -44,7 +47,7 @@ class Manifest:
     def digest(self) -> str:
         """sha256 of the entries (paths, labels, checksums): identifies exactly which images."""
         h = hashlib.sha256()
-        for i, (p, y) in enumerate(zip(self.paths, self.labels)):
+        for i, (p, y) in enumerate(zip(self.paths, self.labels, strict=True)):
             c = self.checksums[i] if self.checksums else ""
             h.update(f"{p}\t{y}\t{c}\n".encode())
         return h.hexdigest()
@@ -80,16 +83,22 @@ class Manifest:
 def check_relative(path: str, where: str) -> None:
     """Refuse absolute paths and paths that climb out of the data root with '..'."""
     pp = PurePosixPath(path.replace("\\", "/"))
-    if pp.is_absolute() or path.startswith(("/", "\\")) or (len(path) > 1 and path[1] == ":"):
-        raise DataError(f"{where}: path {path!r} is absolute; manifest paths must be relative to the data root")
+    if pp.is_absolute() or path.startswith(("/", "\\")) or _WINDOWS_DRIVE.match(path):
+        raise DataError(f"{where}: path {path!r} is absolute; manifest paths must be relative to "
+                        "the data root")
     if ".." in pp.parts:
         raise DataError(f"{where}: path {path!r} escapes the data root with '..'; refused")
     if not path.strip():
         raise DataError(f"{where}: empty path")
 
 
-def parse_manifest_lines(lines: Iterable[str], name: str, root: Path, source: str = "") -> Manifest:
-    """Parse ``path<TAB>label[<TAB>sha256]`` or whitespace ``path label`` lines into a Manifest."""
+def parse_manifest_lines(lines: Iterable[str], name: str, root: Path, source: str = "",
+                         prefix: str = "") -> Manifest:
+    """Parse ``path<TAB>label[<TAB>sha256]`` or whitespace ``path label`` lines into a Manifest.
+
+    Every path must be relative and stay inside the root; ``prefix`` (a folder under the root that
+    an image list's paths are relative to) is joined on after that check.
+    """
     paths: list[str] = []
     labels: list[int] = []
     sums: list[str] = []
@@ -108,25 +117,36 @@ def parse_manifest_lines(lines: Iterable[str], name: str, root: Path, source: st
         if label < -1:
             raise DataError(f"{where}: label {label} is below -1 (use -1 for OOD images)")
         check_relative(parts[0], where)
-        paths.append(parts[0])
+        path = f"{prefix.rstrip('/')}/{parts[0]}" if prefix else parts[0]
+        check_relative(path, where)
+        paths.append(path)
         labels.append(label)
         if len(parts) == 3:
-            sums.append(parts[2].strip().lower())
+            digest = parts[2].strip().lower()
+            if not _is_sha256(digest):
+                raise DataError(f"{where}: checksum {parts[2]!r} is not a sha256 (64 hex digits)")
+            sums.append(digest)
     if sums and len(sums) != len(paths):
         raise DataError(f"{source or name}: some lines have a checksum and some do not")
     return Manifest(name, root, tuple(paths), tuple(labels), tuple(sums) or None, source=source)
 
 
+def _is_sha256(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
+
+
 def read_manifest(path: Path, root: Path, name: str | None = None, prefix: str = "") -> Manifest:
-    """Read a manifest or an OpenOOD image list file; ``prefix`` is prepended to every path."""
+    """Read a manifest or an OpenOOD image list file; its paths are relative to ``root/prefix``."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"image list {path} does not exist")
-    text = path.read_text(encoding="utf-8", errors="strict").splitlines()
-    if prefix:
-        text = [prefix.rstrip("/") + "/" + ln.lstrip() if ln.strip() and not ln.startswith("#")
-                else ln for ln in text]
-    return parse_manifest_lines(text, name or path.stem, Path(root), source=str(path))
+    try:
+        text = path.read_text(encoding="utf-8", errors="strict").splitlines()
+    except UnicodeDecodeError as e:
+        raise DataError(f"image list {path} is not UTF-8 text (byte {e.start}); is it the right "
+                        "file?") from None
+    return parse_manifest_lines(text, name or path.stem, Path(root), source=str(path),
+                                prefix=prefix)
 
 
 def write_manifest(manifest: Manifest, path: Path) -> None:
@@ -134,7 +154,7 @@ def write_manifest(manifest: Manifest, path: Path) -> None:
     from oodbench.io import atomic_write_text
 
     lines = [f"# oodbench manifest {manifest.name}: path<TAB>label[<TAB>sha256], root-relative"]
-    for i, (p, y) in enumerate(zip(manifest.paths, manifest.labels)):
+    for i, (p, y) in enumerate(zip(manifest.paths, manifest.labels, strict=True)):
         lines.append(f"{p}\t{y}\t{manifest.checksums[i]}" if manifest.checksums else f"{p}\t{y}")
     atomic_write_text(Path(path), "\n".join(lines) + "\n")
 
@@ -142,7 +162,7 @@ def write_manifest(manifest: Manifest, path: Path) -> None:
 def scan_image_folder(
     root: Path, subdir: str, name: str, classes: Sequence[str] | None = None, ood: bool = False
 ) -> Manifest:
-    """Manifest of ``root/subdir``: class sub-folders in sorted order (ImageFolder), or a flat folder.
+    """Manifest of ``root/subdir``: class sub-folders in sorted order (ImageFolder) or flat.
 
     With ``ood=True`` every label is -1. With ``classes`` given, sub-folders are matched to that
     order and an unexpected folder is an error.

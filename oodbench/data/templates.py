@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 MCM_TEMPLATE = "a photo of a {}"  # MCM official code: no trailing period
-NEGLABEL_ID_TEMPLATE = "The nice {}."
+NEGLABEL_ID_TEMPLATE = "the nice {}"  # NegLabel official code: lower case, no period
 CMA_ID_TEMPLATE = "The nice {}"
 CLIP_TEMPLATE = "a photo of a {}."
 
