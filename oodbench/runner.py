@@ -317,6 +317,12 @@ def run_one(det: Detector, seed: int, protocol: Protocol, backbone, feats: Featu
             cache=cache,
         )
         det.setup(ctx)
+        if det.feature_backbone is not None:
+            arrays = {s.name: extract(det.feature_backbone, feats.manifest(s), kinds, cache,
+                                      batch_size=spec.batch_size, workers=spec.workers,
+                                      chunk_size=spec.chunk_size, progress=feats.bar)
+                      for s in sets}
+            info["feature_backbone"] = det.feature_backbone.key()
     t_score = time.perf_counter()
     scores, preds = {}, {}
     for s in sets:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from oodbench.detectors.base import Context
-from oodbench.detectors.cma import CMA, FeatureMap
+from oodbench.detectors.cma import CMA
 from oodbench.training.contrastive import (
     ContrastiveConfig,
     cma_loss,
@@ -129,12 +129,19 @@ def test_cma_score_is_the_ungrouped_neglabel_formula_on_its_negatives(tmp_path):
     assert pred.tolist() == (v @ t_id.T).argmax(1).tolist()
 
 
-def test_feature_map_finds_each_image_despite_rounding_and_refuses_strangers():
-    rng = np.random.default_rng(2)
-    before, after = unit(rng, 5), unit(rng, 5)
-    fmap = FeatureMap()
-    fmap.add(before, after)
-    noisy = torch.tensor(before[[3, 0]] + 1e-7, dtype=torch.float32)
-    np.testing.assert_allclose(fmap(noisy).numpy(), after[[3, 0]], atol=1e-7)
-    with pytest.raises(Exception, match="matches none"):
-        fmap(torch.tensor(unit(rng, 1), dtype=torch.float32))
+def test_runner_scores_images_encoded_by_the_fine_tuned_model(standin_root, tmp_path):
+    from oodbench.runner import RunSpec, run
+
+    spec = RunSpec(detectors=["cma"], protocol="imagenet1k-mos4", backbone="tiny-random",
+                   data_root=str(standin_root), cache_dir=str(tmp_path / "c"),
+                   results_dir=str(tmp_path / "r"), workers=0, quiet=True,
+                   params={"cma": {"max_steps": 2, "batch_size": 4, "warmup_steps": 1,
+                                   "lr": 1e-3}})
+    (rec,) = run(spec)
+    tuned = rec.info["feature_backbone"]
+    assert tuned["finetuned"] == "cma" and tuned["artifact_sha256"] == rec.train["sha256"]
+    from oodbench.features.cache import Cache
+
+    kinds = [e.spec["backbone"].get("finetuned") for e in Cache(tmp_path / "c").entries()
+             if e.level == "images"]
+    assert kinds.count("cma") == 5  # every test set re-encoded by the tuned model

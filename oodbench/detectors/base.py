@@ -156,6 +156,9 @@ class Detector:
     needs: ClassVar[frozenset[str]] = frozenset({GLOBAL})
     order_dependent: ClassVar[bool] = False
     score_dtype: ClassVar[torch.dtype] = torch.float32
+    # A detector that fine-tunes the image tower sets this to the tuned Backbone in ``setup``; the
+    # runner then scores features extracted (and cached) with it instead of the pretrained ones.
+    feature_backbone: Any = None
 
     def __init__(self, params: DetectorParams | dict | None = None):
         if isinstance(params, DetectorParams):

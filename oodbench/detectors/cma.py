@@ -97,38 +97,6 @@ def train_crops(manifest, indices: list[int], size: int, interpolation: str, sca
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
 
 
-class FeatureMap:
-    """Maps a pretrained image feature to the same image's feature after fine-tuning.
-
-    Each incoming row is matched to the registered pretrained row with the largest cosine (the
-    same image encoded in another batch differs only by float rounding); a match below
-    ``min_cosine`` means the image was never registered, which is an error.
-    """
-
-    def __init__(self, min_cosine: float = 0.999) -> None:
-        self.before: list[torch.Tensor] = []
-        self.after: list[torch.Tensor] = []
-        self.min_cosine = min_cosine
-
-    def add(self, before: np.ndarray, after: np.ndarray) -> None:
-        """Register rows of the same images before and after fine-tuning."""
-        self.before.append(torch.tensor(np.asarray(before, dtype=np.float32)))
-        self.after.append(torch.tensor(np.asarray(after, dtype=np.float32)))
-
-    def __call__(self, feats: torch.Tensor) -> torch.Tensor:
-        before, after = torch.cat(self.before), torch.cat(self.after)
-        v = feats.detach().float().cpu()
-        best = torch.empty(len(v), dtype=torch.long)
-        sim = torch.empty(len(v))
-        for i in range(0, len(v), 1024):
-            s, j = (v[i:i + 1024] @ before.T).max(dim=1)
-            best[i:i + 1024], sim[i:i + 1024] = j, s
-        if len(v) and float(sim.min()) < self.min_cosine:
-            raise ConfigError("cma: an image feature handed to score() matches none of the "
-                              "protocol's images re-encoded after fine-tuning")
-        return after[best].to(feats.device)
-
-
 @DETECTORS.register("cma")
 class CMA(Detector):
     """CMA: CLIP fine-tuned with cross-modal alignment, scored by ungrouped NegLabel."""
@@ -141,13 +109,13 @@ class CMA(Detector):
 
     def setup(self, ctx: Context) -> None:
         p = self.params
-        self.remap = None
+        self.feature_backbone = None
         backbone, encode = ctx.backbone, ctx.encode_text
         if p.finetune:
             backbone, info = self.finetune(ctx)
             ctx.info["train"] = info
             encode = self._encoder(ctx, backbone)
-            self.remap = self._feature_map(ctx, backbone)
+            self.feature_backbone = backbone  # the runner scores images encoded by the tuned model
         self.id_text = encode([p.id_template.format(c) for c in ctx.classnames]).float()
         self.negatives = self._negatives(ctx, encode)
         ctx.info["negatives"] = self.negatives.summary()
@@ -227,22 +195,8 @@ class CMA(Detector):
         cache = self._cache(ctx)
         return lambda prompts: encode_text_cached(backbone, prompts, cache)
 
-    def _feature_map(self, ctx: Context, tuned) -> FeatureMap:
-        from oodbench.features.extract import extract
-
-        cache, fmap = self._cache(ctx), FeatureMap()
-        for s in ctx.protocol.sets():
-            before = extract(ctx.backbone, s.manifest, [GLOBAL], cache, workers=0)[GLOBAL]
-            after = extract(tuned, s.manifest, [GLOBAL], cache, workers=0)[GLOBAL]
-            fmap.add(np.asarray(before), np.asarray(after))
-        return fmap
-
-    def _image(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
-        v = feats[GLOBAL].float()
-        return self.remap(v) if self.remap is not None else v
-
     def score_and_predict(self, feats):
-        v = self._image(feats)
+        v = feats[GLOBAL].float()
         id_cos = v @ self.id_text.to(v.device).T
         neg_cos = v @ self.negatives.features.to(v.device).T
         return negative_label_score(id_cos, neg_cos, self.params.temperature), id_cos.argmax(1)
