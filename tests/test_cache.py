@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -110,6 +111,28 @@ def test_an_array_of_the_wrong_length_is_refused(tmp_path):
     assert not c.chunk_dir("images", SPEC).exists() and not c.has("images", SPEC)
 
 
+def test_a_corrupt_feature_entry_is_rebuilt_to_the_same_numbers(standin_root, tmp_path):
+    from oodbench.runner import RunSpec, run
+
+    spec = RunSpec(detectors=["mcm"], protocol="imagenet1k-mos4", backbone="tiny-random",
+                   data_root=str(standin_root), cache_dir=str(tmp_path / "c"),
+                   results_dir=str(tmp_path / "r"), workers=0, quiet=True)
+    (first,) = run(spec)
+    c = Cache(tmp_path / "c")
+    (sun,) = [e for e in c.entries() if e.level == "images" and e.spec["n"] == 5
+              and "SUN" in json.loads((e.path / "meta.json").read_text()).get("source", "")]
+    data = sun.path / "data.npy"
+    good = data.read_bytes()
+    blob = bytearray(good)
+    blob[len(blob) // 2] ^= 0x01  # one flipped bit in one feature value
+    data.write_bytes(bytes(blob))
+    shutil.rmtree(tmp_path / "c" / "scores")  # make the rerun read the features
+    (again,) = run(spec)
+    assert again.cache["images"]["SUN"]["global"] == "extracted"  # not trusted: recomputed
+    assert again.metrics == first.metrics
+    assert data.read_bytes() == good and c.verify() == []
+
+
 # ---------------------------------------------------------------------------------------------
 # Disk full: a write that fails midway leaves nothing behind, and says what failed.
 # ---------------------------------------------------------------------------------------------
@@ -124,7 +147,7 @@ def half_then_enospc(f, arr, allow_pickle=False):
 def test_disk_full_while_writing_data_leaves_no_entry(tmp_path, monkeypatch):
     c = Cache(tmp_path)
     monkeypatch.setattr(np, "save", half_then_enospc)
-    with pytest.raises(WriteError, match="could not write .*data.npy .No space left on device") as e:
+    with pytest.raises(WriteError, match="could not write .*data.npy .No space left") as e:
         c.save("text", SPEC, np.zeros((3, 2), np.float32))
     assert isinstance(e.value, OSError)
     assert not entry(c).exists() or not any(entry(c).iterdir())  # no data, sidecar or temp file

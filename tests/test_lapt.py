@@ -27,9 +27,11 @@ def test_trains_with_text_substitutes_and_scores(standin_root, tmp_path):
     from oodbench.runner import RunSpec, run
 
     params = {"corpus": "toy", "n_neg_train": 12, "n_neg_test": 20, "test_groups": 2,
-              "epochs": 1.0, "batch_size": 16}
+              "epochs": 1.0, "batch_size": 16, "max_steps": 3}
     (rec,) = run(RunSpec(detectors=["lapt"], protocol="imagenet1k-mos4", backbone="tiny-random",
                          data_root=str(standin_root), cache_dir=str(tmp_path / "c"), quiet=True,
                          results_dir=str(tmp_path / "r"), params={"lapt": params}, workers=0))
-    assert rec.train["data"] == "text" and rec.train["n_samples"] == (3 + 12) * 7
+    # the protocol's label set is all 1000 ImageNet names (the stand-in has images for 3)
+    assert rec.train["data"] == "text" and rec.train["n_samples"] == (1000 + 12) * 7
+    assert rec.train["steps"] == 3
     assert rec.info["negatives"]["n_test"] == 20
