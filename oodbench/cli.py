@@ -23,7 +23,9 @@ def _seeds(text: str) -> list[int]:
     try:
         return [int(t) for t in _csv(text)]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"seeds must be integers like 0,1,2; got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"seeds must be integers like 0,1,2; got {text!r}"
+        ) from None
 
 
 def _param(text: str) -> tuple[str, str, object]:
@@ -46,39 +48,68 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="extract features once, score detectors, write result records")
     r.add_argument("--spec", type=Path, help="YAML run spec (command-line flags override it)")
-    r.add_argument("--detector", "--detectors", dest="detectors", type=_csv,
-                   help="detector name(s), comma-separated, e.g. mcm,energy")
+    r.add_argument(
+        "--detector",
+        "--detectors",
+        dest="detectors",
+        type=_csv,
+        help="detector name(s), comma-separated, e.g. mcm,energy",
+    )
     r.add_argument("--protocol", help="protocol name (oodbench list protocols)")
     r.add_argument("--backbone", help="backbone name or open_clip ARCH:WEIGHTS (default: toy)")
     r.add_argument("--seeds", type=_seeds, help="comma-separated seeds (default 0)")
-    r.add_argument("--param", action="append", type=_param, default=[],
-                   help="hyperparameter override DETECTOR.FIELD=VALUE (repeatable)")
+    r.add_argument(
+        "--param",
+        action="append",
+        type=_param,
+        default=[],
+        help="hyperparameter override DETECTOR.FIELD=VALUE (repeatable)",
+    )
     r.add_argument("--data-root", help="data root (default $OODBENCH_DATA)")
-    r.add_argument("--cache-dir", help="cache directory (default $OODBENCH_CACHE or .oodbench-cache)")
+    r.add_argument(
+        "--cache-dir", help="cache directory (default $OODBENCH_CACHE or .oodbench-cache)"
+    )
     r.add_argument("--results-dir", help="results directory (default results)")
     r.add_argument("--device", help="auto | cpu | cuda[:N] (default auto)")
     r.add_argument("--precision", choices=["fp32", "fp16", "bf16"], help="backbone precision")
-    r.add_argument("--interpolation", choices=["bicubic", "bilinear", "nearest"],
-                   help="override the weights' resize interpolation")
+    r.add_argument(
+        "--interpolation",
+        choices=["bicubic", "bilinear", "nearest"],
+        help="override the weights' resize interpolation",
+    )
     r.add_argument("--resize", type=int, help="override the resize size (shorter side)")
     r.add_argument("--crop", type=int, help="override the center-crop size")
     r.add_argument("--batch-size", type=int)
     r.add_argument("--workers", type=int, help="data loader workers (default: cores - 1)")
-    r.add_argument("--decode", choices=["cpu", "device"],
-                   help="JPEG decoding: cpu (reference) or device (GPU, checked on a sample first)")
+    r.add_argument(
+        "--decode",
+        choices=["cpu", "device"],
+        help="JPEG decoding: cpu (reference) or device (GPU, checked on a sample first)",
+    )
     r.add_argument("--limit", type=int, help="at most N images per set (smoke runs)")
-    r.add_argument("--chunk-size", type=int,
-                   help="images per resumable extraction chunk (default 4096)")
-    r.add_argument("--skip-unreadable", action="store_true",
-                   help="score without missing/corrupt images (the record counts them per set) "
-                   "instead of stopping with their list")
+    r.add_argument(
+        "--chunk-size", type=int, help="images per resumable extraction chunk (default 4096)"
+    )
+    r.add_argument(
+        "--skip-unreadable",
+        action="store_true",
+        help="score without missing/corrupt images (the record counts them per set) "
+        "instead of stopping with their list",
+    )
     r.add_argument("--quiet", action="store_true", help="no progress bars or status lines")
 
-    b = sub.add_parser("bench", help="what `make bench` runs: real protocol if data is set up, "
-                       "else the toy protocols; then the leaderboards")
+    b = sub.add_parser(
+        "bench",
+        help="what `make bench` runs: real protocol if data is set up, "
+        "else the toy protocols; then the leaderboards",
+    )
     b.add_argument("--detector", "--detectors", dest="detectors", type=_csv, default=["mcm"])
-    b.add_argument("--protocol", type=_csv, help="protocol(s); default: imagenet1k-mos4 when "
-                   "OODBENCH_DATA is set, else toy,toy-unseen,toy-shift")
+    b.add_argument(
+        "--protocol",
+        type=_csv,
+        help="protocol(s); default: imagenet1k-mos4 when "
+        "OODBENCH_DATA is set, else toy,toy-unseen,toy-shift",
+    )
     b.add_argument("--backbone", help="default: ViT-B-16:openai with real data, toy otherwise")
     b.add_argument("--seeds", type=_seeds, default=[0])
     b.add_argument("--results-dir", default="results")
@@ -108,8 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("cache", help="inspect and maintain the feature cache")
     csub = c.add_subparsers(dest="cache_command", required=True)
-    for name, text in (("ls", "list entries"), ("verify", "check every entry's checksum"),
-                       ("gc", "remove damaged entries and stale chunks")):
+    for name, text in (
+        ("ls", "list entries"),
+        ("verify", "check every entry's checksum"),
+        ("gc", "remove damaged entries and stale chunks"),
+    ):
         cp = csub.add_parser(name, help=text)
         cp.add_argument("--cache-dir")
         if name == "gc":
@@ -125,10 +159,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.spec:
         base = load_yaml(args.spec)
     flags = {
-        "detectors": args.detectors, "protocol": args.protocol, "backbone": args.backbone,
-        "seeds": args.seeds, "data_root": args.data_root, "cache_dir": args.cache_dir,
-        "results_dir": args.results_dir, "device": args.device, "precision": args.precision,
-        "batch_size": args.batch_size, "workers": args.workers, "limit": args.limit,
+        "detectors": args.detectors,
+        "protocol": args.protocol,
+        "backbone": args.backbone,
+        "seeds": args.seeds,
+        "data_root": args.data_root,
+        "cache_dir": args.cache_dir,
+        "results_dir": args.results_dir,
+        "device": args.device,
+        "precision": args.precision,
+        "batch_size": args.batch_size,
+        "workers": args.workers,
+        "limit": args.limit,
         "decode": args.decode,
         "chunk_size": args.chunk_size,
     }
@@ -137,8 +179,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         spec["quiet"] = True
     if args.skip_unreadable:
         spec["skip_unreadable"] = True
-    pp = {k: v for k, v in (("interpolation", args.interpolation), ("resize", args.resize),
-                            ("crop", args.crop)) if v is not None}
+    pp = {
+        k: v
+        for k, v in (
+            ("interpolation", args.interpolation),
+            ("resize", args.resize),
+            ("crop", args.crop),
+        )
+        if v is not None
+    }
     if pp:
         spec["preprocess"] = {**spec.get("preprocess", {}), **pp}
     for det, field, value in args.param:
@@ -163,14 +212,27 @@ def cmd_bench(args: argparse.Namespace) -> int:
     real = any(not p.startswith("toy") for p in protocols)
     backbone = args.backbone or ("ViT-B-16:openai" if real else "toy")
     if not args.protocol and not data_root:
-        say("[yellow]No real data configured (OODBENCH_DATA is unset): running the built-in toy "
+        say(
+            "[yellow]No real data configured (OODBENCH_DATA is unset): running the built-in toy "
             "protocols with the toy backbone.[/] For ImageNet-1k vs the MOS four, prepare the data "
             "as docs/data.md says and run: OODBENCH_DATA=/path/to/data make bench "
-            f"DETECTOR={','.join(args.detectors)}", args.quiet)
+            f"DETECTOR={','.join(args.detectors)}",
+            args.quiet,
+        )
     for protocol in protocols:
-        run(RunSpec(detectors=args.detectors, protocol=protocol, backbone=backbone,
-                    seeds=args.seeds, data_root=data_root, cache_dir=args.cache_dir,
-                    results_dir=args.results_dir, device=args.device, quiet=args.quiet))
+        run(
+            RunSpec(
+                detectors=args.detectors,
+                protocol=protocol,
+                backbone=backbone,
+                seeds=args.seeds,
+                data_root=data_root,
+                cache_dir=args.cache_dir,
+                results_dir=args.results_dir,
+                device=args.device,
+                quiet=args.quiet,
+            )
+        )
     written = build_leaderboards(Path(args.results_dir), None, plots=False)
     for path in written:
         say(f"leaderboard: {path}", args.quiet)
@@ -196,8 +258,11 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     import oodbench
 
-    reg = {"detectors": oodbench.DETECTORS, "protocols": oodbench.PROTOCOLS,
-           "backbones": oodbench.BACKBONES}[args.what]
+    reg = {
+        "detectors": oodbench.DETECTORS,
+        "protocols": oodbench.PROTOCOLS,
+        "backbones": oodbench.BACKBONES,
+    }[args.what]
     table = Table(show_header=True, header_style="bold", box=None)
     table.add_column(args.what[:-1])
     table.add_column("description")
@@ -210,8 +275,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from oodbench.leaderboard import build_leaderboards
 
-    written = build_leaderboards(Path(args.results_dir), Path(args.out) if args.out else None,
-                                 plots=args.plots)
+    written = build_leaderboards(
+        Path(args.results_dir), Path(args.out) if args.out else None, plots=args.plots
+    )
     if not args.quiet:
         for path in written:
             print(path)
@@ -229,8 +295,10 @@ def cmd_data(args: argparse.Namespace) -> int:
         from oodbench.protocols.folders import FolderProtocol
 
         if not isinstance(proto, FolderProtocol) or not root:
-            raise ConfigError(f"data index needs a protocol read from a data root and --data-root "
-                              f"(or OODBENCH_DATA); {args.protocol} with root {root!r} has neither")
+            raise ConfigError(
+                f"data index needs a protocol read from a data root and --data-root "
+                f"(or OODBENCH_DATA); {args.protocol} with root {root!r} has neither"
+            )
         index_protocol(proto, Path(root))
         return 0
     cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
@@ -256,14 +324,18 @@ def cmd_cache(args: argparse.Namespace) -> int:
         for e in entries:
             what = e.spec.get("kind") or e.spec.get("detector", {}).get("name") or "text"
             print(f"{e.level:7s} {e.key}  {e.bytes / 1e6:9.2f} MB  {what}")
-        print(f"{len(entries)} entries, {sum(e.bytes for e in entries) / 1e6:.1f} MB in {cache.root}")
+        print(
+            f"{len(entries)} entries, {sum(e.bytes for e in entries) / 1e6:.1f} MB in {cache.root}"
+        )
         return 0
     if args.cache_command == "verify":
         bad = cache.verify()
         for d, why in bad:
             print(f"damaged: {d}: {why}")
-        print(f"{len(cache.entries())} entries checked, {len(bad)} damaged"
-              + (" (run `oodbench cache gc` to remove them)" if bad else ""))
+        print(
+            f"{len(cache.entries())} entries checked, {len(bad)} damaged"
+            + (" (run `oodbench cache gc` to remove them)" if bad else "")
+        )
         return 1 if bad else 0
     removed = cache.gc(args.older_than_days, dry_run=args.dry_run)
     for p in removed:
@@ -274,16 +346,24 @@ def cmd_cache(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``oodbench`` console script."""
     args = build_parser().parse_args(argv)
-    handlers = {"run": cmd_run, "bench": cmd_bench, "list": cmd_list, "leaderboard": cmd_leaderboard,
-                "data": cmd_data, "cache": cmd_cache}
+    handlers = {
+        "run": cmd_run,
+        "bench": cmd_bench,
+        "list": cmd_list,
+        "leaderboard": cmd_leaderboard,
+        "data": cmd_data,
+        "cache": cmd_cache,
+    }
     try:
         return handlers[args.command](args)
     except OodbenchError as e:
         print(f"oodbench: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("oodbench: interrupted; finished chunks and records are kept, rerun to resume",
-              file=sys.stderr)
+        print(
+            "oodbench: interrupted; finished chunks and records are kept, rerun to resume",
+            file=sys.stderr,
+        )
         return 130
 
 

@@ -1,7 +1,8 @@
 """The result record: one JSON per (detector, protocol, backbone, seed), its schema written down.
 
 Every key a leaderboard or a reader relies on is a field here. Metrics are fractions (x100 only for
-display); ``metrics`` holds one dict per OOD set with the keys of :func:`oodbench.metrics.ood_metrics`
+display); ``metrics`` holds one dict per OOD set with the keys of
+:func:`oodbench.metrics.ood_metrics`
 (``auroc``, ``fpr95`` ID-positive, ``fpr95_openood`` OOD-positive, ``aupr_in``, ``aupr_out``);
 ``groups`` holds their means over all sets (``average``) and over each OOD group. ``shifted`` is
 present for protocols with shifted-ID sets (covariate shift): per shifted set its ID accuracy and
@@ -27,7 +28,9 @@ class ResultRecord:
     """One run of one detector on one protocol with one backbone and seed."""
 
     detector: dict  # {name, version, params}
-    protocol: dict  # {name, version, n_classes, classnames_sha256, sets: {name: {role, group, n, manifest_sha256}}}
+    # {name, version, n_classes, classnames_sha256,
+    #  sets: {name: {role, group, n, manifest_sha256}}}
+    protocol: dict
     backbone: dict  # {spec, identity, precision, preprocess}
     seed: int
     metrics: dict[str, dict[str, float]]
@@ -36,7 +39,9 @@ class ResultRecord:
     metrics_schema: str
     timings: dict[str, float]  # seconds: extract, setup, score, metrics, total
     cache: dict  # {images: {set: {kind: hit}}, text_hits, text_misses, scores_hit}
-    environment: dict  # {oodbench, python, torch, open_clip, numpy, sklearn, git_commit, device, platform}
+    environment: (
+        dict  # {oodbench, python, torch, open_clip, numpy, sklearn, git_commit, device, platform}
+    )
     created: str
     scores_file: str
     shifted: dict[str, dict] = field(default_factory=dict)
@@ -58,8 +63,9 @@ class ResultRecord:
     def from_dict(cls, d: dict[str, Any]) -> ResultRecord:
         """Parse a record, refusing a schema it does not know."""
         if d.get("schema_version") != RECORD_SCHEMA_VERSION:
-            raise ValueError(f"record schema {d.get('schema_version')!r} is not "
-                             f"{RECORD_SCHEMA_VERSION!r}")
+            raise ValueError(
+                f"record schema {d.get('schema_version')!r} is not {RECORD_SCHEMA_VERSION!r}"
+            )
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 

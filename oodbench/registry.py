@@ -78,12 +78,16 @@ class Registry(Generic[T]):
     def register_lazy(self, name: str, target: str, description: str) -> None:
         """Register ``"module:attr"`` to be imported only when ``name`` is first requested."""
         if ":" not in target:
-            raise ValueError(f"lazy target for {self.kind} {name!r} must be 'module:attr', got {target!r}")
+            raise ValueError(
+                f"lazy target for {self.kind} {name!r} must be 'module:attr', got {target!r}"
+            )
         self._add(Entry(name, target, description, lazy=True))
 
     def _add(self, entry: Entry) -> None:
         if self._frozen:
-            raise RuntimeError(f"the {self.kind} registry is frozen; cannot register {entry.name!r}")
+            raise RuntimeError(
+                f"the {self.kind} registry is frozen; cannot register {entry.name!r}"
+            )
         old = self._entries.get(entry.name)
         if old is not None and not (old.lazy and not entry.lazy):
             if old.target is not entry.target:

@@ -82,8 +82,9 @@ class RunSpec:
         PROTOCOLS.describe(self.protocol)  # unknown -> suggestions
         unknown = sorted(set(self.params) - set(self.detectors))
         if unknown:
-            raise ConfigError(f"params given for {unknown}, which are not among the detectors "
-                              f"{self.detectors}")
+            raise ConfigError(
+                f"params given for {unknown}, which are not among the detectors {self.detectors}"
+            )
         if self.batch_size <= 0:
             raise ConfigError(f"batch_size must be positive, got {self.batch_size}")
         if self.chunk_size <= 0:
@@ -101,17 +102,32 @@ class RunSpec:
         d = dict(d)
         if isinstance(d.get("detectors"), str):
             d["detectors"] = [s.strip() for s in d["detectors"].split(",") if s.strip()]
-        for name, kind in (("detectors", list), ("seeds", (list, int)), ("params", dict),
-                           ("protocol", str), ("backbone", str), ("batch_size", int),
-                           ("chunk_size", int), ("limit", (int, type(None))),
-                           ("workers", (int, type(None))), ("skip_unreadable", bool),
-                           ("data_root", (str, type(None))), ("results_dir", str),
-                           ("cache_dir", (str, type(None))), ("device", str), ("precision", str),
-                           ("decode", str), ("quiet", bool), ("preprocess", dict)):
-            if name in d and (not isinstance(d[name], kind)
-                              or isinstance(d[name], bool) and kind is not bool):
-                raise ConfigError(f"{where}: field {name!r} has the wrong type "
-                                  f"({type(d[name]).__name__})")
+        for name, kind in (
+            ("detectors", list),
+            ("seeds", (list, int)),
+            ("params", dict),
+            ("protocol", str),
+            ("backbone", str),
+            ("batch_size", int),
+            ("chunk_size", int),
+            ("limit", (int, type(None))),
+            ("workers", (int, type(None))),
+            ("skip_unreadable", bool),
+            ("data_root", (str, type(None))),
+            ("results_dir", str),
+            ("cache_dir", (str, type(None))),
+            ("device", str),
+            ("precision", str),
+            ("decode", str),
+            ("quiet", bool),
+            ("preprocess", dict),
+        ):
+            if name in d and (
+                not isinstance(d[name], kind) or isinstance(d[name], bool) and kind is not bool
+            ):
+                raise ConfigError(
+                    f"{where}: field {name!r} has the wrong type ({type(d[name]).__name__})"
+                )
         try:
             return cls(**d)
         except TypeError as e:
@@ -145,10 +161,15 @@ def environment(device: torch.device) -> dict:
     import oodbench
 
     env = {
-        "oodbench": oodbench.__version__, "python": platform.python_version(),
-        "torch": torch.__version__, "open_clip": open_clip.__version__,
-        "numpy": np.__version__, "sklearn": sklearn.__version__,
-        "git_commit": git_commit(), "device": str(device), "platform": platform.platform(),
+        "oodbench": oodbench.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "open_clip": open_clip.__version__,
+        "numpy": np.__version__,
+        "sklearn": sklearn.__version__,
+        "git_commit": git_commit(),
+        "device": str(device),
+        "platform": platform.platform(),
     }
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
@@ -160,10 +181,16 @@ def git_commit() -> str | None:
     """The commit of the oodbench checkout, if it is one (with '+dirty' for local changes)."""
     here = Path(__file__).resolve().parent
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
-                             text=True, timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return (sha + ("+dirty" if dirty else "")) or None
@@ -190,10 +217,23 @@ def record_stem(spec_dir: Path, detector: Detector, seed: int) -> Path:
 class Features:
     """Features of every set of a protocol, extracted (or loaded) once per run."""
 
-    def __init__(self, backbone, protocol: Protocol, cache: Cache, spec: RunSpec, bar,
-                 checked: dict | None = None, skipped: dict[str, int] | None = None):
+    def __init__(
+        self,
+        backbone,
+        protocol: Protocol,
+        cache: Cache,
+        spec: RunSpec,
+        bar,
+        checked: dict | None = None,
+        skipped: dict[str, int] | None = None,
+    ):
         self.backbone, self.protocol, self.cache, self.spec, self.bar = (
-            backbone, protocol, cache, spec, bar)
+            backbone,
+            protocol,
+            cache,
+            spec,
+            bar,
+        )
         self.arrays: dict[str, dict[str, np.ndarray]] = {}
         self.seconds = 0.0
         self.checked = checked or {}  # set name -> its manifest without unreadable images
@@ -217,22 +257,34 @@ class Features:
             t = time.perf_counter()
             st = ExtractStats()
             with self.extract_lock(s):
-                held.update(extract(self.backbone, self.manifest(s), need, self.cache,
-                                    batch_size=self.spec.batch_size, workers=self.spec.workers,
-                                    chunk_size=self.spec.chunk_size, progress=self.bar, stats=st,
-                                    decode=self.spec.decode))
+                held.update(
+                    extract(
+                        self.backbone,
+                        self.manifest(s),
+                        need,
+                        self.cache,
+                        batch_size=self.spec.batch_size,
+                        workers=self.spec.workers,
+                        chunk_size=self.spec.chunk_size,
+                        progress=self.bar,
+                        stats=st,
+                        decode=self.spec.decode,
+                    )
+                )
             self.seconds += time.perf_counter() - t
             entry.update({k: "cache" if st.hits[k] else "extracted" for k in need})
             if st.images_encoded or st.chunks_reused:
                 entry["images_encoded"] = st.images_encoded
                 entry["chunks_reused"] = st.chunks_reused
             if st.decode_check is not None:  # device JPEG decoding: its check on a sample
-                entry["decode"] = {"used": st.decode, "check": st.decode_check,
-                                   "fallbacks": st.decode_fallbacks}
+                entry["decode"] = {
+                    "used": st.decode,
+                    "check": st.decode_check,
+                    "fallbacks": st.decode_fallbacks,
+                }
         if log is not None:
             log[s.name] = entry
         return {k: held[k] for k in kinds}
-
 
     def extract_lock(self, s: ImageSet):
         """One extraction of a set at a time across processes sharing the cache (not torchrun's
@@ -255,21 +307,29 @@ def run(spec: RunSpec) -> list[ResultRecord]:
     t_run = time.perf_counter()
     cache = Cache(spec.cache_dir or default_cache_dir())
     data_root = spec.data_root or os.environ.get("OODBENCH_DATA")
-    protocol = PROTOCOLS.get(spec.protocol)().build(Path(data_root) if data_root else None,
-                                                  cache.root)
+    protocol = PROTOCOLS.get(spec.protocol)().build(
+        Path(data_root) if data_root else None, cache.root
+    )
     for n in spec.detectors:  # fail on bad hyperparameters before any work
         make_detector(n, spec.params.get(n))
     checked, skipped = readable_manifests(  # fail on unreadable images before any work
-        {s.name: s.manifest.limit(spec.limit) for s in protocol.sets()}, spec.skip_unreadable,
-        cache)
+        {s.name: s.manifest.limit(spec.limit) for s in protocol.sets()}, spec.skip_unreadable, cache
+    )
     device = distributed.init_from_env(resolve_device(spec.device))  # torchrun: this rank's
     if not distributed.is_main():
         spec = dataclasses.replace(spec, quiet=True)
-    backbone = load_backbone(spec.backbone, device=str(device), precision=spec.precision,
-                             preprocess=spec.preprocess or None)
+    backbone = load_backbone(
+        spec.backbone,
+        device=str(device),
+        precision=spec.precision,
+        preprocess=spec.preprocess or None,
+    )
     env = environment(device)
-    say(f"[bold]oodbench[/] {protocol.name} v{protocol.version} | backbone {spec.backbone} | "
-        f"{', '.join(spec.detectors)} | seeds {spec.seeds} | {device}", spec.quiet)
+    say(
+        f"[bold]oodbench[/] {protocol.name} v{protocol.version} | backbone {spec.backbone} | "
+        f"{', '.join(spec.detectors)} | seeds {spec.seeds} | {device}",
+        spec.quiet,
+    )
     records = []
     with progress(spec.quiet) as bar:
         feats = Features(backbone, protocol, cache, spec, bar, checked, skipped)
@@ -279,26 +339,41 @@ def run(spec: RunSpec) -> list[ResultRecord]:
                 rec = run_one(det, seed, protocol, backbone, feats, cache, spec, env)
                 records.append(rec)
                 g = rec.groups.get("average", {})
-                say(f"  {det.name} seed {seed}: AUROC {100 * g.get('auroc', float('nan')):.2f} "
+                say(
+                    f"  {det.name} seed {seed}: AUROC {100 * g.get('auroc', float('nan')):.2f} "
                     f"FPR95 {100 * g.get('fpr95', float('nan')):.2f} "
                     f"ID acc {100 * (rec.id_accuracy or 0):.2f} "
-                    f"({rec.timings['total']:.1f}s)", spec.quiet)
-    say(f"done in {time.perf_counter() - t_run:.1f}s; records under "
-        f"{Path(spec.results_dir) / 'runs' / protocol.name}", spec.quiet)
+                    f"({rec.timings['total']:.1f}s)",
+                    spec.quiet,
+                )
+    say(
+        f"done in {time.perf_counter() - t_run:.1f}s; records under "
+        f"{Path(spec.results_dir) / 'runs' / protocol.name}",
+        spec.quiet,
+    )
     return records
 
 
-def run_one(det: Detector, seed: int, protocol: Protocol, backbone, feats: Features, cache: Cache,
-            spec: RunSpec, env: dict) -> ResultRecord:
+def run_one(
+    det: Detector,
+    seed: int,
+    protocol: Protocol,
+    backbone,
+    feats: Features,
+    cache: Cache,
+    spec: RunSpec,
+    env: dict,
+) -> ResultRecord:
     """Set up and score one detector with one seed; write its record and scores."""
     extract_before = feats.seconds
     kinds = [k for k in det.needs if k in KIND_ENCODERS] or [GLOBAL]
     sets = protocol.sets()
     image_log: dict = {}
     arrays = {s.name: feats.get(s, kinds, image_log) for s in sets}
-    score_specs = {s.name: score_spec(det, seed, protocol, backbone, feats.manifest(s), kinds,
-                                      spec.decode)
-                   for s in sets}
+    score_specs = {
+        s.name: score_spec(det, seed, protocol, backbone, feats.manifest(s), kinds, spec.decode)
+        for s in sets
+    }
     cached = {n: cache.load("scores", sp, mmap=False) for n, sp in score_specs.items()}
     info: dict = {}
     t_setup = time.perf_counter()
@@ -307,21 +382,42 @@ def run_one(det: Detector, seed: int, protocol: Protocol, backbone, feats: Featu
     if not scores_hit:
         seed_everything(seed)
         ctx = Context(
-            backbone=backbone, protocol=protocol, seed=seed, device=backbone.device,
+            backbone=backbone,
+            protocol=protocol,
+            seed=seed,
+            device=backbone.device,
             encode_text=lambda prompts: encode_text_cached(backbone, prompts, cache, text_stats),
             split_features=lambda split, ks: _split_features(feats, protocol, split, ks),
-            artifact_dir=cache.root / "artifacts", quiet=spec.quiet, info=info,
+            artifact_dir=cache.root / "artifacts",
+            quiet=spec.quiet,
+            info=info,
             manifest_features=lambda m, ks: extract(
-                backbone, m, list(ks), cache, batch_size=spec.batch_size, workers=spec.workers,
-                chunk_size=spec.chunk_size, progress=feats.bar),
+                backbone,
+                m,
+                list(ks),
+                cache,
+                batch_size=spec.batch_size,
+                workers=spec.workers,
+                chunk_size=spec.chunk_size,
+                progress=feats.bar,
+            ),
             cache=cache,
         )
         det.setup(ctx)
         if det.feature_backbone is not None:
-            arrays = {s.name: extract(det.feature_backbone, feats.manifest(s), kinds, cache,
-                                      batch_size=spec.batch_size, workers=spec.workers,
-                                      chunk_size=spec.chunk_size, progress=feats.bar)
-                      for s in sets}
+            arrays = {
+                s.name: extract(
+                    det.feature_backbone,
+                    feats.manifest(s),
+                    kinds,
+                    cache,
+                    batch_size=spec.batch_size,
+                    workers=spec.workers,
+                    chunk_size=spec.chunk_size,
+                    progress=feats.bar,
+                )
+                for s in sets
+            }
             info["feature_backbone"] = det.feature_backbone.key()
     t_score = time.perf_counter()
     scores, preds = {}, {}
@@ -335,52 +431,78 @@ def run_one(det: Detector, seed: int, protocol: Protocol, backbone, feats: Featu
         scores[s.name], preds[s.name] = both[0], both[1].astype(np.int64)
     t_metrics = time.perf_counter()
     labels = {s.name: np.asarray(feats.manifest(s).labels) for s in sets}
-    per_set = {o.name: M.ood_metrics(scores[protocol.id_test.name], scores[o.name])
-               for o in protocol.ood}
+    per_set = {
+        o.name: M.ood_metrics(scores[protocol.id_test.name], scores[o.name]) for o in protocol.ood
+    }
     groups = M.summarize(per_set, protocol.groups())
     acc = M.id_accuracy(preds[protocol.id_test.name], labels[protocol.id_test.name])
     shifted = {}
     for x in protocol.extra_id:
         sm = {o.name: M.ood_metrics(scores[x.name], scores[o.name]) for o in protocol.ood}
-        shifted[x.name] = {"id_accuracy": M.id_accuracy(preds[x.name], labels[x.name]),
-                           "metrics": sm, "groups": M.summarize(sm, protocol.groups())}
+        shifted[x.name] = {
+            "id_accuracy": M.id_accuracy(preds[x.name], labels[x.name]),
+            "metrics": sm,
+            "groups": M.summarize(sm, protocol.groups()),
+        }
     t_end = time.perf_counter()
-    stem = record_stem(Path(spec.results_dir) / "runs" / protocol.name / slug(spec.backbone),
-                       det, seed)
+    stem = record_stem(
+        Path(spec.results_dir) / "runs" / protocol.name / slug(spec.backbone), det, seed
+    )
     if distributed.is_main():  # under torchrun only rank 0 writes records
-        atomic_save_npz(stem.with_suffix(".npz"),
-                        **{f"scores/{n}": v for n, v in scores.items()},
-                        **{f"preds/{n}": v for n, v in preds.items()},
-                        **{f"labels/{n}": v for n, v in labels.items()})
+        atomic_save_npz(
+            stem.with_suffix(".npz"),
+            **{f"scores/{n}": v for n, v in scores.items()},
+            **{f"preds/{n}": v for n, v in preds.items()},
+            **{f"labels/{n}": v for n, v in labels.items()},
+        )
     rec = ResultRecord(
         detector=det.describe(),
         protocol=protocol_info(protocol, feats),
-        backbone={"spec": spec.backbone, "identity": backbone.identity,
-                  "precision": backbone.precision, "preprocess": backbone.preprocess.to_dict()},
-        seed=seed, metrics=per_set, groups=groups, id_accuracy=acc,
+        backbone={
+            "spec": spec.backbone,
+            "identity": backbone.identity,
+            "precision": backbone.precision,
+            "preprocess": backbone.preprocess.to_dict(),
+        },
+        seed=seed,
+        metrics=per_set,
+        groups=groups,
+        id_accuracy=acc,
         metrics_schema=M.METRICS_SCHEMA_VERSION,
-        timings={"extract": feats.seconds - extract_before, "setup": t_score - t_setup,
-                 "score": t_metrics - t_score, "metrics": t_end - t_metrics,
-                 "total": (feats.seconds - extract_before) + (t_end - t_setup)},
+        timings={
+            "extract": feats.seconds - extract_before,
+            "setup": t_score - t_setup,
+            "score": t_metrics - t_score,
+            "metrics": t_end - t_metrics,
+            "total": (feats.seconds - extract_before) + (t_end - t_setup),
+        },
         cache={"images": image_log, "scores_hit": scores_hit, **text_stats},
-        environment=env, created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        scores_file=stem.with_suffix(".npz").name, shifted=shifted, limit=spec.limit,
-        train=info.pop("train", None), info=info, skipped_unreadable=dict(feats.skipped),
+        environment=env,
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        scores_file=stem.with_suffix(".npz").name,
+        shifted=shifted,
+        limit=spec.limit,
+        train=info.pop("train", None),
+        info=info,
+        skipped_unreadable=dict(feats.skipped),
     )
     if distributed.is_main():
         rec.write(stem.with_suffix(".json"))
     return rec
 
 
-def score_arrays(det: Detector, arrays: dict[str, np.ndarray], device: torch.device,
-                 batch: int = SCORE_BATCH) -> tuple[np.ndarray, np.ndarray]:
+def score_arrays(
+    det: Detector, arrays: dict[str, np.ndarray], device: torch.device, batch: int = SCORE_BATCH
+) -> tuple[np.ndarray, np.ndarray]:
     """Score a whole set in batches: float64 scores and int64 predictions."""
     n = len(next(iter(arrays.values())))
     scores, preds = [], []
     with torch.inference_mode():
         for i in range(0, n, batch):
-            fb = {k: torch.from_numpy(np.array(v[i : i + batch])).to(device, torch.float32)
-                  for k, v in arrays.items()}
+            fb = {
+                k: torch.from_numpy(np.array(v[i : i + batch])).to(device, torch.float32)
+                for k, v in arrays.items()
+            }
             s, p = det.score_and_predict(fb)
             scores.append(s.double().cpu().numpy())
             preds.append(p.cpu().numpy().astype(np.int64))
@@ -389,16 +511,22 @@ def score_arrays(det: Detector, arrays: dict[str, np.ndarray], device: torch.dev
     return np.concatenate(scores), np.concatenate(preds)
 
 
-def score_spec(det: Detector, seed: int, protocol: Protocol, backbone, manifest, kinds,
-               decode: str = "cpu") -> dict:
+def score_spec(
+    det: Detector, seed: int, protocol: Protocol, backbone, manifest, kinds, decode: str = "cpu"
+) -> dict:
     """Cache key of one detector's scores on one set."""
     train = protocol.train.manifest.digest() if protocol.train is not None else None
     return {
         "features": {k: spec_key(feature_spec(backbone, manifest, k, decode)) for k in kinds},
-        "detector": det.describe(), "seed": seed,
-        "protocol": {"name": protocol.name, "version": protocol.version,
-                     "classes": _sha(protocol.classnames), "train": train,
-                     "train_classes": _sha(protocol.training_classnames())},
+        "detector": det.describe(),
+        "seed": seed,
+        "protocol": {
+            "name": protocol.name,
+            "version": protocol.version,
+            "classes": _sha(protocol.classnames),
+            "train": train,
+            "train_classes": _sha(protocol.training_classnames()),
+        },
         "backbone": backbone.key(),
     }
 
@@ -406,22 +534,37 @@ def score_spec(det: Detector, seed: int, protocol: Protocol, backbone, manifest,
 def protocol_info(protocol: Protocol, feats: Features) -> dict:
     """Protocol name, version, class list hash and each set's size and manifest hash."""
     sets = {}
-    for role, group_sets in (("id", [protocol.id_test]), ("shifted-id", protocol.extra_id),
-                             ("ood", protocol.ood)):
+    for role, group_sets in (
+        ("id", [protocol.id_test]),
+        ("shifted-id", protocol.extra_id),
+        ("ood", protocol.ood),
+    ):
         for s in group_sets:
             m = feats.manifest(s)
-            sets[s.name] = {"role": role, "group": s.group, "n": len(m),
-                            "manifest_sha256": m.digest()}
-    return {"name": protocol.name, "version": protocol.version,
-            "n_classes": len(protocol.classnames), "classnames_sha256": _sha(protocol.classnames),
-            "sets": sets}
+            sets[s.name] = {
+                "role": role,
+                "group": s.group,
+                "n": len(m),
+                "manifest_sha256": m.digest(),
+            }
+    return {
+        "name": protocol.name,
+        "version": protocol.version,
+        "n_classes": len(protocol.classnames),
+        "classnames_sha256": _sha(protocol.classnames),
+        "sets": sets,
+    }
 
 
-def _split_features(feats: Features, protocol: Protocol, split: str, kinds) -> dict[str, np.ndarray]:
+def _split_features(
+    feats: Features, protocol: Protocol, split: str, kinds
+) -> dict[str, np.ndarray]:
     """Features of the protocol's ``train`` or ``val`` split (never a test set)."""
     s = {"train": protocol.train, "val": protocol.val}.get(split)
     if s is None:
-        raise ConfigError(f"protocol {protocol.name} has no {split!r} split, which this detector needs")
+        raise ConfigError(
+            f"protocol {protocol.name} has no {split!r} split, which this detector needs"
+        )
     arrays = feats.get(s, list(kinds))
     return {**arrays, "labels": np.asarray(s.manifest.limit(feats.spec.limit).labels)}
 

@@ -15,12 +15,16 @@ STANDIN_CLASSES = 3
 
 
 def make_standin_root(root: Path, seed: int = 0, per_class: int = 4, per_ood: int = 5) -> Path:
-    """A data root laid out like imagenet1k-mos4 (3 ImageNet classes, tiny OOD sets, a train split)."""
+    """A data root laid out like imagenet1k-mos4 (3 ImageNet classes, tiny OOD sets, train)."""
     from PIL import Image
 
     rng = np.random.default_rng(seed)
-    wnids = [ln.strip() for ln in (Path(__file__).parents[1] / "oodbench/data/files/"
-                                   "imagenet1k_wnids.txt").read_text().splitlines()][:STANDIN_CLASSES]
+    wnids = [
+        ln.strip()
+        for ln in (Path(__file__).parents[1] / "oodbench/data/files/imagenet1k_wnids.txt")
+        .read_text()
+        .splitlines()
+    ][:STANDIN_CLASSES]
 
     def save(path: Path, tint: int) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

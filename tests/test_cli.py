@@ -7,21 +7,36 @@ import sys
 
 
 def oodbench(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "oodbench", *args], capture_output=True,
-                          text=True, cwd=cwd, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    return subprocess.run(
+        [sys.executable, "-m", "oodbench", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
+    )
 
 
 def test_misspelled_detector_suggests_the_right_one(tmp_path):
-    r = oodbench("run", "--detector", "mcmm", "--protocol", "toy", "--backbone", "toy",
-                 "--cache-dir", str(tmp_path))
+    r = oodbench(
+        "run",
+        "--detector",
+        "mcmm",
+        "--protocol",
+        "toy",
+        "--backbone",
+        "toy",
+        "--cache-dir",
+        str(tmp_path),
+    )
     assert r.returncode == 2
     assert "did you mean 'mcm'" in r.stderr.lower()
     assert "Traceback" not in r.stderr
 
 
 def test_misspelled_protocol_suggests_the_right_one(tmp_path):
-    r = oodbench("run", "--detector", "mcm", "--protocol", "imagenet1k-mos", "--cache-dir",
-                 str(tmp_path))
+    r = oodbench(
+        "run", "--detector", "mcm", "--protocol", "imagenet1k-mos", "--cache-dir", str(tmp_path)
+    )
     assert r.returncode == 2 and "imagenet1k-mos4" in r.stderr
 
 
@@ -36,10 +51,24 @@ def test_list_shows_names_with_descriptions():
 
 
 def test_run_then_cache_verify_and_ls(standin_root, tmp_path):
-    r = oodbench("run", "--detector", "mcm,energy", "--protocol", "imagenet1k-mos4",
-                 "--backbone", "tiny-random", "--data-root", str(standin_root), "--cache-dir",
-                 str(tmp_path / "c"), "--results-dir", str(tmp_path / "r"), "--workers", "0",
-                 "--quiet")
+    r = oodbench(
+        "run",
+        "--detector",
+        "mcm,energy",
+        "--protocol",
+        "imagenet1k-mos4",
+        "--backbone",
+        "tiny-random",
+        "--data-root",
+        str(standin_root),
+        "--cache-dir",
+        str(tmp_path / "c"),
+        "--results-dir",
+        str(tmp_path / "r"),
+        "--workers",
+        "0",
+        "--quiet",
+    )
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "r/runs/imagenet1k-mos4/tiny-random/energy/seed0.json").is_file()
     v = oodbench("cache", "verify", "--cache-dir", str(tmp_path / "c"))
@@ -56,7 +85,19 @@ def test_missing_data_names_the_sets_and_their_sources(tmp_path):
 
 
 def test_bad_hyperparameter_names_the_field(standin_root, tmp_path):
-    r = oodbench("run", "--detector", "mcm", "--protocol", "imagenet1k-mos4", "--backbone",
-                 "tiny-random", "--data-root", str(standin_root), "--cache-dir", str(tmp_path),
-                 "--param", "mcm.temperature=-1")
+    r = oodbench(
+        "run",
+        "--detector",
+        "mcm",
+        "--protocol",
+        "imagenet1k-mos4",
+        "--backbone",
+        "tiny-random",
+        "--data-root",
+        str(standin_root),
+        "--cache-dir",
+        str(tmp_path),
+        "--param",
+        "mcm.temperature=-1",
+    )
     assert r.returncode == 2 and "temperature" in r.stderr

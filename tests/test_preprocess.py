@@ -13,7 +13,9 @@ from oodbench.data.images import Preprocess, normalize, resize_crop
 
 @pytest.mark.parametrize("interp", ["bicubic", "bilinear"])
 def test_resize_crop_is_bit_identical_to_torchvision(interp):
-    mode = {"bicubic": T.InterpolationMode.BICUBIC, "bilinear": T.InterpolationMode.BILINEAR}[interp]
+    mode = {"bicubic": T.InterpolationMode.BICUBIC, "bilinear": T.InterpolationMode.BILINEAR}[
+        interp
+    ]
     rng = np.random.default_rng(0)
     for w, h in [(500, 375), (375, 500), (224, 224), (300, 225), (97, 411), (640, 97)]:
         im = Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
@@ -25,8 +27,9 @@ def test_resize_crop_is_bit_identical_to_torchvision(interp):
 def test_openood_resize_256_crop_224():
     im = Image.fromarray(np.random.default_rng(1).integers(0, 255, (300, 400, 3), dtype=np.uint8))
     ref = np.asarray(T.Compose([T.Resize(256), T.CenterCrop(224)])(im))
-    np.testing.assert_array_equal(resize_crop(im, Preprocess(resize=256, crop=224,
-                                                             interpolation="bilinear")), ref)
+    np.testing.assert_array_equal(
+        resize_crop(im, Preprocess(resize=256, crop=224, interpolation="bilinear")), ref
+    )
 
 
 def test_device_normalisation_equals_to_tensor_then_normalize():

@@ -156,6 +156,7 @@ def test_missing_set_names_its_source(root, tmp_path, capsys):
     assert_user_error(code, err, "iNaturalist", "iNaturalist.tar.gz", str(root / "iNaturalist"))
 
 
+@pytest.mark.slow
 def test_from_a_real_process_no_traceback(root, tmp_path):
     damage(root)
     r = subprocess.run([sys.executable, "-m", "oodbench", "run", "--detector", "mcm",

@@ -81,7 +81,7 @@ class Backbone:
 
 
 def _autocast(device: torch.device, dtype: torch.dtype):
-    """Autocast for reduced precision on CUDA; a no-op in fp32 or on CPU (weights are cast instead)."""
+    """Autocast for reduced precision on CUDA; a no-op in fp32 or on CPU (weights cast instead)."""
     enabled = device.type == "cuda" and dtype != torch.float32
     return torch.autocast(device_type=device.type, dtype=dtype, enabled=enabled)
 
@@ -138,7 +138,7 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
             break
     if not isinstance(sd, dict):
         raise BackboneError(f"weights file {path} does not hold a state dict")
-    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in sd.items()}
+    return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in sd.items()}
 
 
 def apply_state_dict(model: torch.nn.Module, sd: dict[str, torch.Tensor], source: str) -> None:
@@ -146,15 +146,24 @@ def apply_state_dict(model: torch.nn.Module, sd: dict[str, torch.Tensor], source
     own = model.state_dict()
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
-    shape = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-             for k in own if k in sd and sd[k].shape != own[k].shape]
+    shape = [
+        f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in sd and sd[k].shape != own[k].shape
+    ]
     if missing or unexpected or shape:
         lines = [f"weights {source} do not match the architecture:"]
         lines += [f"  missing key: {k}" for k in missing[:20]]
         lines += [f"  unexpected key: {k}" for k in unexpected[:20]]
         lines += [f"  shape mismatch: {s}" for s in shape[:20]]
-        more = len(missing) + len(unexpected) + len(shape) - min(20, len(missing)) - min(
-            20, len(unexpected)) - min(20, len(shape))
+        more = (
+            len(missing)
+            + len(unexpected)
+            + len(shape)
+            - min(20, len(missing))
+            - min(20, len(unexpected))
+            - min(20, len(shape))
+        )
         if more > 0:
             lines.append(f"  ... and {more} more")
         raise BackboneError("\n".join(lines))
@@ -181,5 +190,7 @@ def preprocess_for(default: Preprocess, overrides: dict | None) -> Preprocess:
     bad = sorted(set(overrides) - allowed)
     if bad:
         raise BackboneError(f"unknown preprocessing field(s) {bad}; allowed: {sorted(allowed)}")
-    d = default.to_dict() | {k: (tuple(v) if isinstance(v, list) else v) for k, v in overrides.items()}
+    d = default.to_dict() | {
+        k: (tuple(v) if isinstance(v, list) else v) for k, v in overrides.items()
+    }
     return Preprocess(**d)

@@ -35,11 +35,15 @@ def split_spec(spec: str) -> tuple[str, str]:
 
 def looks_like_path(weights: str) -> bool:
     """True for a local checkpoint file rather than a pretrained tag."""
-    return "/" in weights or "\\" in weights or weights.endswith((".pt", ".pth", ".bin", ".safetensors"))
+    return (
+        "/" in weights
+        or "\\" in weights
+        or weights.endswith((".pt", ".pth", ".bin", ".safetensors"))
+    )
 
 
 def weights_preprocess(model: torch.nn.Module) -> Preprocess:
-    """The preprocessing that travels with open_clip weights (image size, interpolation, mean/std)."""
+    """The preprocessing that travels with open_clip weights (size, interpolation, mean/std)."""
     cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
     size = cfg.get("size", getattr(model.visual, "image_size", 224))
     size = size[0] if isinstance(size, (tuple, list)) else int(size)
@@ -76,8 +80,15 @@ class OpenClipBackbone(BackboneDef):
             identity = {"arch": arch, "weights": weights}
         model = finish(model, device, precision)
         pp = preprocess_for(weights_preprocess(model), preprocess)
-        return Backbone(spec, model, open_clip.get_tokenizer(arch), pp, precision, identity,
-                        torch.device(device))
+        return Backbone(
+            spec,
+            model,
+            open_clip.get_tokenizer(arch),
+            pp,
+            precision,
+            identity,
+            torch.device(device),
+        )
 
 
 def _create_pretrained(open_clip, arch: str, tag: str):
@@ -89,7 +100,9 @@ def _create_pretrained(open_clip, arch: str, tag: str):
             f"could not load weights {arch}:{tag} ({type(e).__name__}: {str(e)[:200]}).\n"
             + ("HF_HUB_OFFLINE=1 is set, so nothing is downloaded.\n" if offline else "")
             + "To supply them: on a machine with network run\n"
-            f"  python -c \"import open_clip; open_clip.create_model('{arch}', pretrained='{tag}')\"\n"
-            "and copy the Hugging Face cache (~/.cache/huggingface) here, or download the checkpoint "
+            f"  python -c \"import open_clip; "
+            f"open_clip.create_model('{arch}', pretrained='{tag}')\"\n"
+            "and copy the Hugging Face cache (~/.cache/huggingface) here, "
+            "or download the checkpoint "
             f"file and pass it as a path: --backbone {arch}:/path/to/weights.safetensors"
         ) from None

@@ -1,4 +1,4 @@
-"""The built-in toy backbone: a small open_clip CLIP trained on the toy world, shipped with the package."""
+"""The built-in toy backbone: a small open_clip CLIP trained on the toy world, shipped inside."""
 
 from __future__ import annotations
 
@@ -19,10 +19,20 @@ class ToyBackbone(BackboneDef):
         model = finish(toy.load_toy_clip(), device, precision)
         p = toy.TOY_PREPROCESS
         pp = preprocess_for(
-            Preprocess(resize=p["image_size"], crop=p["image_size"], interpolation=p.get("interpolation", "bicubic"),
-                       mean=tuple(p["mean"]), std=tuple(p["std"])),
+            Preprocess(
+                resize=p["image_size"],
+                crop=p["image_size"],
+                interpolation=p.get("interpolation", "bicubic"),
+                mean=tuple(p["mean"]),
+                std=tuple(p["std"]),
+            ),
             preprocess,
         )
-        identity = {"arch": "toy", "weights": "toy_clip.safetensors",
-                    "sha256": file_sha256(toy.WEIGHTS_PATH)}
-        return Backbone(spec, model, toy.toy_tokenizer(), pp, precision, identity, torch.device(device))
+        identity = {
+            "arch": "toy",
+            "weights": "toy_clip.safetensors",
+            "sha256": file_sha256(toy.WEIGHTS_PATH),
+        }
+        return Backbone(
+            spec, model, toy.toy_tokenizer(), pp, precision, identity, torch.device(device)
+        )

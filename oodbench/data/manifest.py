@@ -106,7 +106,7 @@ def parse_manifest_lines(lines: Iterable[str], name: str, root: Path, source: st
         line = raw.rstrip("\n").rstrip("\r")
         if not line.strip() or line.lstrip().startswith("#"):
             continue
-        parts = line.split("\t") if "\t" in line else line.split()
+        parts = [c.strip() for c in line.split("\t")] if "\t" in line else line.split()
         where = f"{source or name}, line {lineno}"
         if len(parts) < 2 or len(parts) > 3:
             raise DataError(f"{where}: expected 'path label [sha256]', got {line!r}")

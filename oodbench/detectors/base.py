@@ -50,7 +50,7 @@ class DetectorParams:
 
     @classmethod
     def from_dict(cls, values: dict | None, where: str = "") -> DetectorParams:
-        """Build from a dict, rejecting unknown fields and ill-typed values with the field's name."""
+        """Build from a dict; unknown fields and ill-typed values are errors naming the field."""
         values = dict(values or {})
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - set(fields))
@@ -87,7 +87,9 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
         raise ConfigError(f"hyperparameter {name}={value!r} does not match {hint}")
     if origin is typing.Literal:
         if value not in typing.get_args(hint):
-            raise ConfigError(f"hyperparameter {name}={value!r} must be one of {typing.get_args(hint)}")
+            raise ConfigError(
+                f"hyperparameter {name}={value!r} must be one of {typing.get_args(hint)}"
+            )
         return value
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
@@ -102,7 +104,8 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
         raise ConfigError(f"hyperparameter {name}={value!r} must be true or false")
     if isinstance(hint, type) and not isinstance(value, hint):
         raise ConfigError(
-            f"hyperparameter {name}={value!r} has type {type(value).__name__}; expected {hint.__name__}"
+            f"hyperparameter {name}={value!r} has type {type(value).__name__}; "
+            f"expected {hint.__name__}"
         )
     if isinstance(hint, type) and hint in (int, float) and isinstance(value, bool):
         raise ConfigError(f"hyperparameter {name}={value!r} must be a number, not a boolean")
@@ -122,7 +125,7 @@ class NoParams(DetectorParams):
 
 @dataclass
 class Context:
-    """What ``setup`` gets: backbone, protocol, seed, cached text encoding, split features, artifacts.
+    """What ``setup`` gets: backbone, protocol, seed, text encoding, split features, artifacts.
 
     ``split_features(split, kinds)`` gives the features (and ``labels``) of the protocol's whole
     ``train`` or ``val`` split; ``manifest_features(manifest, kinds)`` extracts (through the cache)
@@ -163,12 +166,16 @@ class Detector:
     def __init__(self, params: DetectorParams | dict | None = None):
         if isinstance(params, DetectorParams):
             if not isinstance(params, self.Params):
-                raise ConfigError(f"{type(self).__name__} takes {self.Params.__name__}, got "
-                                  f"{type(params).__name__}")
+                raise ConfigError(
+                    f"{type(self).__name__} takes {self.Params.__name__}, got "
+                    f"{type(params).__name__}"
+                )
             params.validate()
             self.params = params
         else:
-            self.params = self.Params.from_dict(params, where=f"{self.name or type(self).__name__}.")
+            self.params = self.Params.from_dict(
+                params, where=f"{self.name or type(self).__name__}."
+            )
         self.ready = False
 
     def setup(self, ctx: Context) -> None:
@@ -183,7 +190,9 @@ class Detector:
         """(N,) predicted ID class indices."""
         raise NotImplementedError
 
-    def score_and_predict(self, feats: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def score_and_predict(
+        self, feats: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Both at once; override when they share work."""
         return self.score(feats), self.predict(feats)
 

@@ -1,48 +1,93 @@
-"""Protocols: ID set, OOD groups, val split, class names, version. Registered lazily by name here."""
+"""Protocols: ID set, OOD groups, val split, class names, version; registered lazily by name."""
 
 from oodbench.registry import PROTOCOLS
 
 _BUILTIN = {
-    "imagenet1k-mos4": ("oodbench.protocols.imagenet:ImageNet1kMOS4",
-                        "ImageNet-1k val (50k) vs iNaturalist / SUN / Places / Textures (MOS four)"),
-    "toy": ("oodbench.protocols.toy:Toy",
-            "toy world: ID shapes vs near (held-out shapes) and far (no object) OOD; CPU minutes"),
-    "toy-unseen": ("oodbench.protocols.toy:ToyUnseen",
-                   "toy world: train on one ID label set, test with another swapped in"),
-    "toy-shift": ("oodbench.protocols.toy:ToyShift",
-                  "toy world: ID shapes in shifted styles (sketch, blur, noise, invert) count as ID"),
-    **{name: (f"oodbench.protocols.{target}", text) for name, (target, text) in {
-        "imagenet100-mos4": ("imagenet:ImageNet100MOS4",
-                             "ImageNet-100 (MCM's subset) vs iNaturalist / SUN / Places / Textures"),
-        "openood-v1.5-imagenet1k": ("openood:OpenOODImageNet1k",
-                                    "OpenOOD v1.5 ImageNet-1k: near SSB-hard/NINCO, far "
-                                    "iNaturalist/Textures/OpenImage-O"),
-        "openood-v1.5-imagenet1k-fs": ("openood:OpenOODImageNet1kFS",
-                                       "OpenOOD v1.5 full-spectrum: ImageNet-V2/-C/-R count as ID"),
-        "covariate-shift": ("imagenet:CovariateShiftAll",
-                            "ImageNet-1k + V2/Sketch/A/R as shifted ID vs the MOS four"),
-        **{f"covariate-shift-{k}": (f"imagenet:CovariateShift_{k}",
-                                    f"ImageNet-{k.upper() if len(k) == 1 else k.capitalize()} as "
-                                    "ID (1000 names) vs the MOS four")
-           for k in ("v2", "sketch", "a", "r")},
-        **{f"covariate-shift-{k}-200": (f"imagenet:CovariateShift_{k}_200",
-                                        f"ImageNet-{k.upper()} as ID (its 200 names) vs the MOS four")
-           for k in ("a", "r")},
-        "hard-ood-imagenet10": ("imagenet:HardOODImageNet10",
-                                "hard OOD: ImageNet-10 (ID) vs ImageNet-20 (OOD), MCM's lists"),
-        "hard-ood-imagenet20": ("imagenet:HardOODImageNet20",
-                                "hard OOD: ImageNet-20 (ID) vs ImageNet-10 (OOD), MCM's lists"),
-        "unseen-id-cifar10": ("unseen:UnseenCIFAR10",
-                              "unseen ID: train on ImageNet-1k, test CIFAR-10 vs near/far OOD"),
-        "unseen-id-cifar100": ("unseen:UnseenCIFAR100",
-                               "unseen ID: train on ImageNet-1k, test CIFAR-100 vs near/far OOD"),
-        **{f"unseen-id-{k}": (f"unseen:UnseenFineGrained_{k}",
-                              f"unseen ID: {d}, first half of the classes ID, second half OOD")
-           for k, d in (("cub", "CUB-200"), ("cars", "Stanford Cars"), ("food", "Food-101"),
-                        ("pet", "Oxford-Pet"))},
-        "unseen-id-imagenet-new": ("unseen:UnseenImageNetNew",
-                                   "unseen ID: ImageNet base-to-new, train 0-499, test 500-999"),
-    }.items()},
+    "imagenet1k-mos4": (
+        "oodbench.protocols.imagenet:ImageNet1kMOS4",
+        "ImageNet-1k val (50k) vs iNaturalist / SUN / Places / Textures (MOS four)",
+    ),
+    "toy": (
+        "oodbench.protocols.toy:Toy",
+        "toy world: ID shapes vs near (held-out shapes) and far (no object) OOD; CPU minutes",
+    ),
+    "toy-unseen": (
+        "oodbench.protocols.toy:ToyUnseen",
+        "toy world: train on one ID label set, test with another swapped in",
+    ),
+    "toy-shift": (
+        "oodbench.protocols.toy:ToyShift",
+        "toy world: ID shapes in shifted styles (sketch, blur, noise, invert) count as ID",
+    ),
+    **{
+        name: (f"oodbench.protocols.{target}", text)
+        for name, (target, text) in {
+            "imagenet100-mos4": (
+                "imagenet:ImageNet100MOS4",
+                "ImageNet-100 (MCM's subset) vs iNaturalist / SUN / Places / Textures",
+            ),
+            "openood-v1.5-imagenet1k": (
+                "openood:OpenOODImageNet1k",
+                "OpenOOD v1.5 ImageNet-1k: near SSB-hard/NINCO, far "
+                "iNaturalist/Textures/OpenImage-O",
+            ),
+            "openood-v1.5-imagenet1k-fs": (
+                "openood:OpenOODImageNet1kFS",
+                "OpenOOD v1.5 full-spectrum: ImageNet-V2/-C/-R count as ID",
+            ),
+            "covariate-shift": (
+                "imagenet:CovariateShiftAll",
+                "ImageNet-1k + V2/Sketch/A/R as shifted ID vs the MOS four",
+            ),
+            **{
+                f"covariate-shift-{k}": (
+                    f"imagenet:CovariateShift_{k}",
+                    f"ImageNet-{k.upper() if len(k) == 1 else k.capitalize()} as "
+                    "ID (1000 names) vs the MOS four",
+                )
+                for k in ("v2", "sketch", "a", "r")
+            },
+            **{
+                f"covariate-shift-{k}-200": (
+                    f"imagenet:CovariateShift_{k}_200",
+                    f"ImageNet-{k.upper()} as ID (its 200 names) vs the MOS four",
+                )
+                for k in ("a", "r")
+            },
+            "hard-ood-imagenet10": (
+                "imagenet:HardOODImageNet10",
+                "hard OOD: ImageNet-10 (ID) vs ImageNet-20 (OOD), MCM's lists",
+            ),
+            "hard-ood-imagenet20": (
+                "imagenet:HardOODImageNet20",
+                "hard OOD: ImageNet-20 (ID) vs ImageNet-10 (OOD), MCM's lists",
+            ),
+            "unseen-id-cifar10": (
+                "unseen:UnseenCIFAR10",
+                "unseen ID: train on ImageNet-1k, test CIFAR-10 vs near/far OOD",
+            ),
+            "unseen-id-cifar100": (
+                "unseen:UnseenCIFAR100",
+                "unseen ID: train on ImageNet-1k, test CIFAR-100 vs near/far OOD",
+            ),
+            **{
+                f"unseen-id-{k}": (
+                    f"unseen:UnseenFineGrained_{k}",
+                    f"unseen ID: {d}, first half of the classes ID, second half OOD",
+                )
+                for k, d in (
+                    ("cub", "CUB-200"),
+                    ("cars", "Stanford Cars"),
+                    ("food", "Food-101"),
+                    ("pet", "Oxford-Pet"),
+                )
+            },
+            "unseen-id-imagenet-new": (
+                "unseen:UnseenImageNetNew",
+                "unseen ID: ImageNet base-to-new, train 0-499, test 500-999",
+            ),
+        }.items()
+    },
 }
 
 for _name, (_target, _description) in _BUILTIN.items():

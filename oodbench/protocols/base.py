@@ -48,11 +48,11 @@ class Protocol:
         return out
 
     def sets(self) -> list[ImageSet]:
-        """Every set the test phase extracts: the ID test set, shifted-ID sets, then the OOD sets."""
+        """Every set the test phase extracts: ID test set, shifted-ID sets, then the OOD sets."""
         return [self.id_test, *self.extra_id, *self.ood]
 
     def training_classnames(self) -> list[str]:
-        """Class names of the few-shot training split (differs from the test label set for unseen-ID)."""
+        """Class names of the few-shot training split (not the test label set for unseen-ID)."""
         return self.train_classnames or self.classnames
 
 

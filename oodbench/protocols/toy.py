@@ -36,12 +36,17 @@ class ToyProtocol(ProtocolDef):
 
         def image_set(split: str, name: str | None = None, group: str = "") -> ImageSet:
             rows = listing[split]
-            m = Manifest(name or split, root, tuple(p for p, _ in rows),
-                         tuple(int(y) for _, y in rows), source=f"toy world v{world.WORLD_VERSION}")
+            m = Manifest(
+                name or split,
+                root,
+                tuple(p for p, _ in rows),
+                tuple(int(y) for _, y in rows),
+                source=f"toy world v{world.WORLD_VERSION}",
+            )
             return ImageSet(name or split, m, group)
 
         classes = list(layout["classes"])
-        # every toy protocol trains on the toy ID classes; toy-unseen then swaps in another label set
+        # every toy protocol trains on the toy ID classes; toy-unseen then swaps the label set
         train, val = "id_train", "id_val"
         train_classes = list(world.ID_CLASSES)
         return Protocol(
@@ -54,7 +59,9 @@ class ToyProtocol(ProtocolDef):
             val=image_set(val),
             train=image_set(train),
             train_classnames=train_classes,
-            extra_id=[image_set(s, s.replace("shift_", "shift-")) for s in layout.get("shifted", ())],
+            extra_id=[
+                image_set(s, s.replace("shift_", "shift-")) for s in layout.get("shifted", ())
+            ],
         )
 
 
@@ -84,7 +91,7 @@ class ToyUnseen(ToyProtocol):
 
 @PROTOCOLS.register("toy-shift")
 class ToyShift(ToyProtocol):
-    """Toy covariate shift: ID shapes drawn as sketch / blur / noise / inverted still count as ID."""
+    """Toy covariate shift: ID shapes drawn as sketch / blur / noise / inverted count as ID."""
 
     name = "toy-shift"
     version = "1"

@@ -21,7 +21,7 @@ TOY_MODEL_CONFIG: dict = {
         "image_size": 64,
         "patch_size": 8,
         "width": 128,
-        "layers": 4,
+        "layers": 2,
         "head_width": 32,
         "mlp_ratio": 4.0,
     },
@@ -34,9 +34,9 @@ TOY_MODEL_CONFIG: dict = {
     },
 }
 
-# The ViT's patch embedding `visual.conv1` is replaced by a ConvStem (3 stride-2 convs + 1x1) with
-# the same 8x8 token grid; everything else (blocks, class token, attention, projection) is stock
-# open_clip.
+# The ViT's patch embedding `visual.conv1` is replaced by a ConvStem (6 GroupNorm 3x3 convs + 1x1)
+# with the same 8x8 token grid; everything else (blocks, class token, attention, projection) is
+# stock open_clip.
 TOY_CONV_STEM = True
 
 # Test-time preprocessing the harness must use:
@@ -51,7 +51,11 @@ TOY_PREPROCESS: dict = {
 
 
 class ConvStem(nn.Module):
-    """Patch embedding of stride-2 3x3 convs: same 8x8 token grid, trains faster than one conv."""
+    """Convolutional patch embedding: per stage two 3x3 convs (the first strided), GroupNorm, GELU.
+
+    Same 8x8 token grid as an 8-pixel patch embedding, but with a conv net's locality prior: on
+    2 CPU cores the plain patch-embedding ViT learned the toy shapes several times slower.
+    """
 
     def __init__(
         self, width: int, patch_size: int, channels: tuple[int, ...] = (32, 64, 128)
@@ -59,12 +63,17 @@ class ConvStem(nn.Module):
         super().__init__()
         if 2 ** len(channels) != patch_size:
             stride = 2 ** len(channels)
-            raise ValueError(f"a {len(channels)}-layer stem has stride {stride}, not {patch_size}")
+            raise ValueError(f"a {len(channels)}-stage stem has stride {stride}, not {patch_size}")
         layers: list[nn.Module] = []
         c_in = 3
         for c in channels:
-            layers += [nn.Conv2d(c_in, c, 3, stride=2, padding=1), nn.GELU()]
-            c_in = c
+            for stride in (2, 1):
+                layers += [
+                    nn.Conv2d(c_in, c, 3, stride=stride, padding=1, bias=False),
+                    nn.GroupNorm(8, c),
+                    nn.GELU(),
+                ]
+                c_in = c
         layers.append(nn.Conv2d(c_in, width, 1, bias=False))
         self.stem = nn.Sequential(*layers)
 
