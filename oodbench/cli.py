@@ -311,7 +311,9 @@ def cmd_data(args: argparse.Namespace) -> int:
         return 2
     for w in getattr(proto, "count_warnings", lambda r: [])(Path(root)) if root else []:
         print(f"  warning: {w}", file=sys.stderr)
-    print(f"{args.protocol}: data root {root or '(built-in)'} is ready")
+    shallow = " (folders, lists and counts; --deep also decodes every image)" if (
+        root and not args.deep) else ""
+    print(f"{args.protocol}: data root {root or '(built-in)'} is ready{shallow}")
     return 0
 
 
@@ -343,6 +345,17 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def user_message(e: OodbenchError) -> str:
+    """The error's message, without the worker traceback that torch's DataLoader puts in front of
+    an error raised in a loader worker (e.g. an image that became unreadable after the check)."""
+    text = str(e)
+    if "\nOriginal Traceback" not in text:
+        return text
+    head = f"\n{type(e).__module__}.{type(e).__qualname__}: "
+    at = text.rfind(head)
+    return text[at + len(head):].strip() if at >= 0 else text.splitlines()[-1]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``oodbench`` console script."""
     args = build_parser().parse_args(argv)
@@ -357,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handlers[args.command](args)
     except OodbenchError as e:
-        print(f"oodbench: error: {e}", file=sys.stderr)
+        print(f"oodbench: error: {user_message(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(

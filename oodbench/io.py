@@ -19,6 +19,17 @@ import numpy as np
 from oodbench.errors import OodbenchError
 
 
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates 0600 files; a written file gets the mode a plain open() would give it instead,
+# so that a cache or results folder shared by a group stays readable by the group.
+FILE_MODE = 0o666 & ~_current_umask()
+
+
 class WriteError(OodbenchError, OSError):
     """A file could not be written (disk full, read-only, permissions); the message names it."""
 
@@ -33,6 +44,8 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
         raise _write_error(path, e) from e
     try:
         with os.fdopen(fd, "wb") as f:
+            if hasattr(os, "fchmod"):
+                os.fchmod(f.fileno(), FILE_MODE)
             write(f)
             f.flush()
             os.fsync(f.fileno())

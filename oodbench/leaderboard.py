@@ -91,6 +91,15 @@ class Row:
         keys = {data_key(r.record) for r in self.runs}
         return keys.pop() if len(keys) == 1 else "mixed"
 
+    @property
+    def skipped(self) -> dict[str, int]:
+        """Unreadable images left out per set (``--skip-unreadable``), the most over seeds."""
+        out: dict[str, int] = {}
+        for r in self.runs:
+            for name, n in (r.record.skipped_unreadable or {}).items():
+                out[name] = max(out.get(name, 0), int(n))
+        return {k: v for k, v in out.items() if v}
+
     def values(self, key: str) -> list[float]:
         """Per-seed values of one cell (see :func:`cell_value`), NaN-free."""
         out = [cell_value(r.record, key) for r in self.runs]
@@ -374,7 +383,8 @@ def csv_text(layout: Layout, rows: Sequence[Row]) -> str:
     """The protocol's CSV: one line per row; each cell as mean and std columns."""
     keys = csv_columns(layout)
     head = ["protocol", "protocol_version", "metrics_schema", "detector", "detector_name",
-            "detector_version", "params", "backbone", "n_seeds", "seeds", "limit", "data"]
+            "detector_version", "params", "backbone", "n_seeds", "seeds", "limit", "data",
+            "skipped_unreadable"]
     cols = []
     for k in keys:
         name = _csv_name(k)
@@ -385,12 +395,18 @@ def csv_text(layout: Layout, rows: Sequence[Row]) -> str:
     for row in rows:
         line = [layout.protocol, layout.version, layout.metrics_schema, row.label, row.detector,
                 row.version, json.dumps(row.params, sort_keys=True), row.backbone,
-                len(row.runs), " ".join(map(str, row.seeds)), row.limit or "", row.data]
+                len(row.runs), " ".join(map(str, row.seeds)), row.limit or "", row.data,
+                skipped_text(row)]
         for k in keys:
             m, s = mean_std(row.values(k))
             line += [_fmt_csv(m), _fmt_csv(s)]
         w.writerow(line)
     return buf.getvalue()
+
+
+def skipped_text(row: Row) -> str:
+    """'SUN=3 Places=1': unreadable images the row's runs left out, per set ('' when none)."""
+    return " ".join(f"{k}={v}" for k, v in row.skipped.items())
 
 
 def _csv_name(key: str) -> str:
@@ -466,6 +482,11 @@ def markdown_text(layout: Layout, rows: Sequence[Row], reported: Sequence[Report
     for row in rows:
         seeds = f"{len(row.runs)} ({','.join(map(str, row.seeds))})"
         name = row.label + (f" v{row.version}" if row.version != "1" else "")
+        if row.skipped:
+            name += f" ({sum(row.skipped.values())} unreadable skipped)"
+            notes.append(f"{row.label} on {row.backbone}: unreadable images were left out "
+                         f"(--skip-unreadable): {skipped_text(row)}; its image sets differ from "
+                         "the full ones")
         cells = ([name, row.backbone, params_text(row), seeds]
                  + [_pair(row, s) for s in layout.ood_sets] + [_pair(row, g) for g in groups]
                  + [_cell(row, "id_accuracy"), _cell(row, "time")])

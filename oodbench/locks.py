@@ -21,8 +21,14 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
+from oodbench.errors import OodbenchError
+
 _HELD: dict[str, list[int]] = {}  # path -> [fd, depth] for locks this process holds
 _GUARD = threading.RLock()
+
+
+class LockError(OodbenchError, OSError):
+    """A lock file cannot be created (the cache folder is not a writable folder)."""
 
 
 class FileLock:
@@ -39,8 +45,18 @@ class FileLock:
             if self.path in _HELD:
                 _HELD[self.path][1] += 1
                 return
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                try:  # 0o666 less the umask, like any new file: a group can share the cache
+                    fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+                except PermissionError:  # another user's lock file: flock needs no write access
+                    fd = os.open(self.path, os.O_RDONLY)
+            except OSError as e:
+                raise LockError(
+                    f"cannot create the lock file {self.path} ({e.strerror or e}); "
+                    f"{Path(self.path).parent.parent} must be a folder this user can write to "
+                    "(check --cache-dir / $OODBENCH_CACHE)"
+                ) from None
             try:
                 self._lock_fd(fd)
             except BaseException:

@@ -287,12 +287,25 @@ class Features:
         return {k: held[k] for k in kinds}
 
     def extract_lock(self, s: ImageSet):
-        """One extraction of a set at a time across processes sharing the cache (not torchrun's
-        ranks, which extract one set together)."""
-        if distributed.world_size() > 1:
-            return contextlib.nullcontext()
-        key = spec_key([self.backbone.key(), self.manifest(s).digest()])
-        return self.cache.lock(f"extract-{key}", what=f"features of {s.name}")
+        """One extraction of a set at a time across processes sharing the cache."""
+        return extract_lock(self.cache, self.backbone, self.manifest(s))
+
+
+def extract_lock(cache: Cache, backbone, manifest):
+    """The lock under which one process at a time extracts ``manifest`` with ``backbone`` (not
+    torchrun's ranks, which extract one set together): a second process waits, then reads the
+    cache entry the first one wrote instead of joining chunks the first one is removing."""
+    if distributed.world_size() > 1:
+        return contextlib.nullcontext()
+    key = spec_key([backbone.key(), manifest.digest()])
+    return cache.lock(f"extract-{key}", what=f"features of {manifest.name}")
+
+
+def locked_extract(backbone, manifest, kinds, cache: Cache, spec: RunSpec, bar):
+    """:func:`extract` under :func:`extract_lock` (for detectors' own feature requests)."""
+    with extract_lock(cache, backbone, manifest):
+        return extract(backbone, manifest, list(kinds), cache, batch_size=spec.batch_size,
+                       workers=spec.workers, chunk_size=spec.chunk_size, progress=bar)
 
 
 def make_detector(name: str, params: dict | None) -> Detector:
@@ -391,31 +404,15 @@ def run_one(
             artifact_dir=cache.root / "artifacts",
             quiet=spec.quiet,
             info=info,
-            manifest_features=lambda m, ks: extract(
-                backbone,
-                m,
-                list(ks),
-                cache,
-                batch_size=spec.batch_size,
-                workers=spec.workers,
-                chunk_size=spec.chunk_size,
-                progress=feats.bar,
-            ),
+            manifest_features=lambda m, ks: locked_extract(backbone, m, ks, cache, spec,
+                                                           feats.bar),
             cache=cache,
         )
         det.setup(ctx)
         if det.feature_backbone is not None:
             arrays = {
-                s.name: extract(
-                    det.feature_backbone,
-                    feats.manifest(s),
-                    kinds,
-                    cache,
-                    batch_size=spec.batch_size,
-                    workers=spec.workers,
-                    chunk_size=spec.chunk_size,
-                    progress=feats.bar,
-                )
+                s.name: locked_extract(det.feature_backbone, feats.manifest(s), kinds, cache,
+                                       spec, feats.bar)
                 for s in sets
             }
             info["feature_backbone"] = det.feature_backbone.key()

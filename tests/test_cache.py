@@ -36,6 +36,15 @@ def test_round_trip_and_sidecar(tmp_path):
     assert c.has("text", SPEC) and c.verify() == []
 
 
+def test_written_files_get_the_umask_mode_not_mkstemps_0600(tmp_path):
+    """Entries and records are readable by whoever may read the folder (a shared cache)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    d = Cache(tmp_path).save("text", SPEC, np.zeros((3, 2), np.float32))
+    for f in (d / "data.npy", d / "meta.json"):
+        assert f.stat().st_mode & 0o777 == 0o666 & ~mask, f
+
+
 def test_a_valid_entry_is_never_replaced(tmp_path):
     """First writer wins: a concurrent second save of the same key keeps the first bytes."""
     c = Cache(tmp_path)

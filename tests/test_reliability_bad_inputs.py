@@ -7,6 +7,7 @@ earlier run wrote. The data root is a copy of the stand-in one, so that tests ma
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -112,6 +113,14 @@ def test_skip_unreadable_scores_the_rest_and_records_the_count(root, tmp_path, c
     want = json.loads((tmp_path / "r2" / RECORD).read_text())
     assert want["skipped_unreadable"] == {}
     assert rec["metrics"]["SUN"] == want["metrics"]["SUN"]
+    # the leaderboard row says it too: a CSV column, and the row's name and a note in markdown
+    assert main(["leaderboard", "--results-dir", str(tmp_path / "results"), "--quiet"]) == 0
+    board = tmp_path / "results" / "leaderboard"
+    with open(board / "imagenet1k-mos4.csv", newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["skipped_unreadable"] == "SUN=3"
+    md = (board / "imagenet1k-mos4.md").read_text()
+    assert "| mcm (3 unreadable skipped) |" in md and "(--skip-unreadable): SUN=3" in md
 
 
 def test_the_readability_check_is_cached_until_a_file_changes(root, tmp_path):
@@ -127,6 +136,21 @@ def test_the_readability_check_is_cached_until_a_file_changes(root, tmp_path):
     os.utime(files["empty"], ns=(1, 1))  # a new mtime and size: the check must run again
     _, skipped = readable_manifests(sun, skip=True, cache=cache)
     assert skipped == {"SUN": 2}
+
+
+def test_an_image_damaged_after_the_check_is_named_without_a_traceback(root, tmp_path, capsys):
+    """The check's verdict is cached under size and mtime; a file damaged in place with both kept
+    is first met by a loader worker, whose error torch wraps in the worker's traceback."""
+    assert cli(capsys, data=root, tmp=tmp_path)[0] == 0
+    shutil.rmtree(tmp_path / "cache" / "images")
+    shutil.rmtree(tmp_path / "cache" / "scores")
+    path = root / "SUN" / "images" / "SUN_0.jpg"
+    st, blob = path.stat(), path.read_bytes()
+    path.write_bytes(blob[:200] + b"\0" * (len(blob) - 200))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    code, err = cli(capsys, "--workers", "1", data=root, tmp=tmp_path)
+    assert_user_error(code, err, f"image {path} cannot be read")
+    assert "Original Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
 def test_unreadable_everywhere_with_skip_is_still_an_error(root, tmp_path, capsys):
@@ -150,10 +174,51 @@ def test_missing_data_root(tmp_path, capsys):
     assert_user_error(code, err, "needs a data root", "--data-root")
 
 
+def test_cache_or_results_folder_that_is_a_file(root, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    code, err = cli(capsys, "--cache-dir", str(blocker), "--results-dir", str(tmp_path / "r"),
+                    data=root)
+    assert_user_error(code, err, f"cannot create the lock file {blocker}", "--cache-dir")
+    code, err = cli(capsys, "--cache-dir", str(tmp_path / "c"), "--results-dir", str(blocker),
+                    data=root)
+    assert_user_error(code, err, f"could not write {blocker}/runs/", "Not a directory")
+    assert blocker.read_text() == "x"
+
+
 def test_missing_set_names_its_source(root, tmp_path, capsys):
     shutil.rmtree(root / "iNaturalist")
     code, err = cli(capsys, data=root, tmp=tmp_path)
     assert_user_error(code, err, "iNaturalist", "iNaturalist.tar.gz", str(root / "iNaturalist"))
+
+
+def data_check(capsys, root: Path, *args: str, protocol: str = "imagenet1k-mos4"
+               ) -> tuple[int, str]:
+    code = main(["data", "check", protocol, "--data-root", str(root), *args])
+    return code, capsys.readouterr().err
+
+
+def test_data_check_lists_unreadable_images_when_deep(root, capsys):
+    damage(root)
+    code, err = data_check(capsys, root)
+    assert code == 0  # folders and counts are fine; images are not decoded without --deep
+    code, err = data_check(capsys, root, "--deep")
+    assert code == 2 and "Traceback" not in err
+    for needle in ("SUN: 3 unreadable or corrupt images", "SUN/images/corrupt.jpg (cannot be read",
+                   "SUN/images/truncated.jpg (cannot be read", "SUN/images/empty.jpg (file is "
+                   "empty (0 bytes))", "--skip-unreadable"):
+        assert needle in err, err
+
+
+def test_data_check_names_an_empty_set_and_a_missing_root(root, tmp_path, capsys):
+    for f in (root / "Places" / "images").iterdir():
+        f.unlink()
+    code, err = data_check(capsys, root)
+    assert code == 2 and "Places has no images" in err and str(root / "Places/images") in err
+    code, err = data_check(capsys, tmp_path / "nowhere")
+    assert_user_error(code, err, f"data root {tmp_path / 'nowhere'} does not exist")
+    assert main(["data", "check", "imagenet1k-mos"]) == 2
+    assert "Did you mean 'imagenet1k-mos4'" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -296,6 +361,17 @@ def test_image_list_paths_outside_the_root_are_refused(root, tmp_path, capsys, i
     assert_user_error(code, err, needle, "lists/ood.txt, line 6")
 
 
+def test_data_check_of_image_lists(root, capsys, imglist_protocol):
+    write_lists(root, ["gone_1.jpg -1"])
+    code, err = data_check(capsys, root, protocol=imglist_protocol)
+    assert code == 2 and "OOD: 1 listed files are missing" in err and "gone_1.jpg" in err
+    for line, needle in (("/etc/passwd -1", "path '/etc/passwd' is absolute"),
+                         ("../x.jpg -1", "path '../x.jpg' escapes the data root")):
+        write_lists(root, [line])
+        code, err = data_check(capsys, root, protocol=imglist_protocol)
+        assert code == 2 and needle in err and "lists/ood.txt, line 6" in err, err
+
+
 # ---------------------------------------------------------------------------------------------
 # Run specs, names and hyperparameters.
 # ---------------------------------------------------------------------------------------------
@@ -346,19 +422,34 @@ def test_bad_hyperparameter_names_the_field(tmp_path, capsys, root, value, needl
     assert_user_error(code, err, *needles)
 
 
-def test_failing_runs_change_nothing_written_before(root, tmp_path, capsys):
+def test_failing_runs_change_nothing_written_before(root, tmp_path, capsys, tiny_arch):
     assert cli(capsys, data=root, tmp=tmp_path)[0] == 0
     before = snapshot(tmp_path / "results", tmp_path / "cache")
     spec = tmp_path / "bad.yaml"
     spec.write_text("detectors: [mcm\n")
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("detecter: mcm\n")
+    evil = tmp_path / "evil.pt"
+    bomb = Payload()
+    bomb.marker = str(tmp_path / "pwned")
+    torch.save({"w": torch.zeros(1), "x": bomb}, evil)
     failing = [["--param", "mcm.temperature=abc"], ["--param", "mcm.temperature=-1"],
-               ["--spec", str(spec)], ["--backbone", "tiny-randm"]]
+               ["--spec", str(spec)], ["--spec", str(unknown)], ["--backbone", "tiny-randm"],
+               ["--detector", "mcmm"], ["--backbone", f"{tiny_arch}:{evil}"],
+               ["--data-root", str(tmp_path / "nowhere")]]
     for args in failing:
-        assert cli(capsys, *args, data=root, tmp=tmp_path)[0] == 2
+        code, err = cli(capsys, *args, data=root, tmp=tmp_path)
+        assert code == 2 and "Traceback" not in err, (args, err)
     damage(root)
     assert cli(capsys, data=root, tmp=tmp_path)[0] == 2
+    for f in (root / "Places" / "images").iterdir():
+        f.unlink()
+    assert cli(capsys, data=root, tmp=tmp_path)[0] == 2
+    shutil.rmtree(root)
+    assert cli(capsys, data=root, tmp=tmp_path)[0] == 2
     after = snapshot(tmp_path / "results", tmp_path / "cache")
-    assert {k: after.get(k) for k in before} == before
+    assert {k: after.get(k) for k in before} == before  # new entries (checks) may be added
+    assert not (tmp_path / "pwned").exists()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -415,6 +506,51 @@ def test_checkpoint_key_mismatches_are_listed_one_by_one():
     assert "weights ckpt.pt do not match" in msg
     assert "missing key: 1.bias" in msg and "unexpected key: 2.weight" in msg
     assert "shape mismatch: 0.weight: file (5, 5) vs model (2, 3)" in msg
+
+
+@pytest.fixture
+def tiny_arch():
+    """The tiny CLIP as an open_clip architecture, so that `--backbone oodbench-tiny:FILE` works."""
+    import open_clip
+
+    from oodbench.backbones.tiny import TINY_CONFIG
+
+    open_clip.factory._MODEL_CONFIGS["oodbench-tiny"] = TINY_CONFIG
+    return "oodbench-tiny"
+
+
+def test_hostile_and_broken_checkpoints_from_the_cli(root, tmp_path, capsys, tiny_arch):
+    from safetensors.torch import save_file
+
+    from oodbench.backbones.tiny import build_tiny_clip
+
+    marker = tmp_path / "pwned"
+    bomb = Payload()
+    bomb.marker = str(marker)
+    evil = tmp_path / "evil.pt"
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "x": bomb}, evil)
+    code, err = cli(capsys, "--backbone", f"{tiny_arch}:{evil}", data=root, tmp=tmp_path)
+    assert_user_error(code, err, f"cannot read weights {evil} safely", "weights_only=True")
+    assert not marker.exists()
+
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"\x00" * 64)
+    code, err = cli(capsys, "--backbone", f"{tiny_arch}:{broken}", data=root, tmp=tmp_path)
+    assert_user_error(code, err, f"cannot read weights {broken}", "damaged")
+
+    sd = build_tiny_clip(seed=1).state_dict()
+    sd.pop("text_projection")
+    sd["head.extra"] = torch.zeros(2)
+    mismatched = tmp_path / "mismatched.safetensors"
+    save_file({k: v.contiguous() for k, v in sd.items()}, mismatched)
+    code, err = cli(capsys, "--backbone", f"{tiny_arch}:{mismatched}", data=root, tmp=tmp_path)
+    assert_user_error(code, err, f"weights {mismatched} do not match",
+                      "missing key: text_projection", "unexpected key: head.extra")
+
+    gone = tmp_path / "gone.pt"
+    code, err = cli(capsys, "--backbone", f"{tiny_arch}:{gone}", data=root, tmp=tmp_path)
+    assert_user_error(code, err, f"weights file {gone} does not exist")
+    assert not (tmp_path / "results").exists()
 
 
 def test_yaml_run_spec_cannot_build_python_objects(tmp_path, capsys, root):

@@ -122,7 +122,13 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        sd = load_file(str(path))
+        try:
+            sd = load_file(str(path))
+        except Exception as e:  # SafetensorError for a damaged or foreign file
+            raise BackboneError(
+                f"cannot read weights {path} ({type(e).__name__}: {e}); the file is damaged or "
+                "not a safetensors file. Download or save it again"
+            ) from None
     else:
         try:
             sd = torch.load(path, map_location="cpu", weights_only=True)
@@ -138,6 +144,11 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
             break
     if not isinstance(sd, dict):
         raise BackboneError(f"weights file {path} does not hold a state dict")
+    odd = [str(k) for k, v in sd.items() if not isinstance(v, torch.Tensor)]
+    if odd:
+        raise BackboneError(f"weights file {path} is not a state dict of tensors: "
+                            f"{', '.join(odd[:10])}{' ...' if len(odd) > 10 else ''} "
+                            "hold other values")
     return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in sd.items()}
 
 

@@ -69,8 +69,9 @@ class OpenClipBackbone(BackboneDef):
             raise UnknownNameError("open_clip architecture", arch, open_clip.list_models())
         if looks_like_path(weights):
             path = Path(weights).expanduser()
+            sd = load_state_dict_file(path)  # refuse a bad file before building the model
             model = open_clip.create_model(arch, pretrained=None)
-            apply_state_dict(model, load_state_dict_file(path), str(path))
+            apply_state_dict(model, sd, str(path))
             identity = {"arch": arch, "weights": str(path.resolve()), "sha256": file_sha256(path)}
         else:
             tags = open_clip.list_pretrained_tags_by_model(arch)
