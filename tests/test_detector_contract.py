@@ -18,12 +18,14 @@ from oodbench.runner import RunSpec, run
 
 LIMIT = 120  # images per set: enough for a stable direction check, small enough for CPU
 SMOKE_STEPS = 8
+SMOKE_BATCH = 32
 
 
 def smoke_params(name: str) -> dict:
     """Hyperparameters that keep a trainable detector's training to a few steps."""
     fields = {f.name for f in dataclasses.fields(oodbench.DETECTORS.get(name).Params)}
-    return {"max_steps": SMOKE_STEPS} if "max_steps" in fields else {}
+    smoke = {"max_steps": SMOKE_STEPS, "batch_size": SMOKE_BATCH}
+    return {k: v for k, v in smoke.items() if k in fields}
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +54,7 @@ def test_detector_direction_and_predictions(name, cache, tmp_path):
             assert ((saved[key] >= 0) & (saved[key] < 10)).all(), f"{key} predicts a bad class"
 
 
+@pytest.mark.slow  # two cold runs per detector
 @pytest.mark.parametrize("name", oodbench.DETECTORS.names())
 def test_detector_is_deterministic_given_the_seed(name, tmp_path):
     a = _run(name, tmp_path / "c1", tmp_path / "r1")

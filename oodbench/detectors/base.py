@@ -56,7 +56,7 @@ class DetectorParams:
         unknown = sorted(set(values) - set(fields))
         if unknown:
             raise ConfigError(
-                f"{where}unknown hyperparameter(s) {unknown}; "
+                f"{where.rstrip('.') + ': ' if where else ''}unknown hyperparameter(s) {unknown}; "
                 f"valid: {sorted(fields) or 'none (this detector takes no hyperparameters)'}"
             )
         hints = typing.get_type_hints(cls)
