@@ -19,6 +19,7 @@ from oodbench.features.distributed import balanced_chunk_size
 @pytest.fixture(autouse=True)
 def _fresh_verdicts(monkeypatch):
     monkeypatch.setattr(E, "_DECODE_VERDICTS", {})
+    monkeypatch.setattr(E, "_JOINT_VERDICTS", {})
 
 
 @pytest.fixture(scope="module")
@@ -198,6 +199,56 @@ def test_unreadable_jpeg_is_named(tmp_path):
 def test_unknown_decode_mode_is_refused(tiny, val, tmp_path):
     with pytest.raises(ConfigError, match="decode"):
         E.extract(tiny, val, ["global"], Cache(tmp_path), decode="nvjpeg")
+
+
+def _counting(fn, calls, name):
+    def wrapped(bb, x):
+        calls.append(name)
+        return fn(bb, x)
+    return wrapped
+
+
+def test_global_and_local_come_from_one_pass_with_the_same_bytes(tiny, val, tmp_path,
+                                                                 monkeypatch):
+    import oodbench.features.local  # noqa: F401  (registers the local kind and the joint pass)
+
+    one = {k: E.extract(tiny, val, [k], Cache(tmp_path / k), batch_size=4, workers=0)[k]
+           for k in ("global", "local")}
+    calls: list[str] = []
+    for k in ("global", "local"):
+        enc, dtype = E.KIND_ENCODERS[k]
+        monkeypatch.setitem(E.KIND_ENCODERS, k, (_counting(enc, calls, k), dtype))
+    joint = E.JOINT_ENCODERS[("global", "local")]
+    monkeypatch.setitem(E.JOINT_ENCODERS, ("global", "local"), _counting(joint, calls, "joint"))
+    both = E.extract(tiny, val, ["global", "local"], Cache(tmp_path / "both"), batch_size=4,
+                     workers=0)
+    # 3 batches: the first also through each kind's own encoder (the check), then one pass each
+    assert calls == ["joint", "global", "local", "joint", "joint"]
+    for k in ("global", "local"):
+        assert both[k].dtype == one[k].dtype
+        np.testing.assert_array_equal(both[k], one[k])
+
+
+def test_a_joint_pass_that_differs_is_not_used(tiny, val, tmp_path, monkeypatch):
+    import oodbench.features.local  # noqa: F401
+
+    ref = E.extract(tiny, val, ["global", "local"], Cache(tmp_path / "a"), batch_size=4,
+                    workers=0)
+    monkeypatch.setattr(E, "_JOINT_VERDICTS", {})  # forget that the real joint pass was checked
+    calls: list[str] = []
+    joint = E.JOINT_ENCODERS[("global", "local")]
+
+    def off(bb, x):
+        calls.append("joint")
+        g, loc = joint(bb, x)
+        return g + 1e-3, loc
+
+    monkeypatch.setitem(E.JOINT_ENCODERS, ("global", "local"), off)
+    got = E.extract(tiny, val, ["global", "local"], Cache(tmp_path / "b"), batch_size=4,
+                    workers=0)
+    assert calls == ["joint"]  # tried on the first batch only
+    for k in ("global", "local"):
+        np.testing.assert_array_equal(got[k], ref[k])
 
 
 def test_loader_workers():

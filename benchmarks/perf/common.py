@@ -2,7 +2,8 @@
 
 Every benchmark prints a table and appends rows to ``benchmarks/perf/results/<name>.csv``; each row
 carries the hardware (CPU, cores, GPU, driver), the software (python, torch, torchvision, open_clip,
-oodbench commit) and the machine's load average when it started, since a shared machine is noisy.
+oodbench commit), the exact command line (with ``OMP_NUM_THREADS`` when set) and the machine's load
+average when it started, since a shared machine is noisy.
 
 Test data: ``make_jpegs`` writes JPEGs of ImageNet's typical size (500 x 375, smooth content plus
 fine texture, quality 90, about the bytes of an ImageNet image). ``perf-vit-b-16-random``, an
@@ -17,7 +18,9 @@ import csv
 import datetime as dt
 import os
 import platform
+import shlex
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -69,11 +72,19 @@ def machine() -> dict:
         "python": platform.python_version(), "torch": torch.__version__,
         "torchvision": torchvision.__version__, "open_clip": open_clip.__version__,
         "oodbench_commit": git_commit() or "", "torch_threads": torch.get_num_threads(),
+        "command": command(),
     }
     if torch.cuda.is_available():
         info.update(gpu=torch.cuda.get_device_name(0), cuda=torch.version.cuda or "",
                     driver=_nvidia_driver())
     return info
+
+
+def command() -> str:
+    """The command line that produced this run, as it would be typed again (with thread limits)."""
+    env = [f"{k}={os.environ[k]}" for k in ("OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES")
+           if k in os.environ]
+    return " ".join([*env, "python", shlex.join(sys.argv)])
 
 
 def _cpu_model() -> str:
@@ -103,22 +114,36 @@ def _nvidia_driver() -> str:
 
 
 def append_rows(name: str, rows: list[dict]) -> Path:
-    """Append ``rows`` to ``results/<name>.csv`` (header written when the file is new)."""
+    """Append ``rows`` to ``results/<name>.csv`` (header written when the file is new).
+
+    When this version of a benchmark writes columns the file lacks (or lacks some it has), the
+    file is rewritten with the union of both headers, older rows left blank in the new columns,
+    so a finished run is never lost to a header mismatch.
+    """
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.csv"
     fields = list(rows[0])
-    new = not path.exists()
-    if not new:
+    old: list[dict] = []
+    header = fields
+    if path.exists():
         with open(path, newline="") as f:
-            header = next(csv.reader(f), [])
+            reader = csv.DictReader(f)
+            header = list(reader.fieldnames or [])
+            if header != fields:
+                old = list(reader)
         if header != fields:
-            raise SystemExit(f"{path} has other columns than this version of the benchmark "
-                             "writes; move it aside and rerun")
-    with open(path, "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        if new:
+            header = header + [c for c in fields if c not in header]
+    if not path.exists() or old or header != fields:
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=header, restval="")
             w.writeheader()
-        w.writerows(rows)
+            w.writerows(old)
+            w.writerows(rows)
+        os.replace(tmp, path)
+        return path
+    with open(path, "a", newline="") as f:
+        csv.DictWriter(f, fieldnames=fields).writerows(rows)
     return path
 
 

@@ -8,7 +8,9 @@ For each model, on the same generated ImageNet-sized JPEGs, batch size and devic
 - ``forward``: the same batches already decoded and resized in memory, through ``encode_image``.
 
 The ratio pipeline / forward says how close the data path is to the model's own limit (1.0 = the
-data path costs nothing). Rows go to ``results/extraction.csv``.
+data path costs nothing). ``cpu_decode_img_s_per_core`` is the CPU reader alone (PIL decode, resize,
+crop) on one core: loader workers can at best multiply it by their number, so it says how many
+workers a device needs to be fed. Rows go to ``results/extraction.csv``.
 
     python benchmarks/perf/extraction_throughput.py                      # CPU defaults
     python benchmarks/perf/extraction_throughput.py --models perf-vit-b-16-random \\
@@ -49,11 +51,13 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def forward_alone(bb, manifest: Manifest, batch_size: int) -> float:
-    """Seconds to encode every image from ready uint8 tensors (decoding excluded)."""
+def forward_alone(bb, manifest: Manifest, batch_size: int) -> tuple[float, float]:
+    """(seconds to encode every image from ready uint8 tensors, decoding excluded; seconds the
+    CPU reader took to decode, resize and crop them, one image after the other on one core)."""
     ds = ImageListDataset(manifest, bb.preprocess)
-    batches = [collate_uint8([ds[i] for i in range(lo, min(len(ds), lo + batch_size))])[0]
-               for lo in range(0, len(ds), batch_size)]
+    t_decode, batches = common.timed(lambda: [
+        collate_uint8([ds[i] for i in range(lo, min(len(ds), lo + batch_size))])[0]
+        for lo in range(0, len(ds), batch_size)])
     if bb.device.type == "cuda":
         batches = [b.pin_memory() for b in batches]
 
@@ -62,7 +66,7 @@ def forward_alone(bb, manifest: Manifest, batch_size: int) -> float:
             for b in batches:
                 bb.encode_image(b)
 
-    return common.timed(run, bb.device)[0]
+    return common.timed(run, bb.device)[0], t_decode
 
 
 def pipeline(bb, manifest: Manifest, batch_size: int, workers: int, decode: str) -> tuple:
@@ -96,7 +100,7 @@ def main() -> None:
         warm = collate_uint8([ImageListDataset(manifest, bb.preprocess)[0]])[0]
         with torch.inference_mode():
             bb.encode_image(warm)  # first-call costs (allocations, kernel selection) excluded
-        t_fwd = forward_alone(bb, manifest, args.batch_size)
+        t_fwd, t_decode = forward_alone(bb, manifest, args.batch_size)
         for decode in args.decode.split(","):
             t_pipe, st = pipeline(bb, manifest, args.batch_size, workers, decode)
             n = len(manifest)
@@ -105,12 +109,14 @@ def main() -> None:
                 "decode": st.decode, "images": n, "batch_size": args.batch_size,
                 "workers": workers, "pipeline_img_s": n / t_pipe, "forward_img_s": n / t_fwd,
                 "pipeline_over_forward": t_fwd / t_pipe, "pipeline_s": t_pipe, "forward_s": t_fwd,
+                "cpu_decode_img_s_per_core": n / t_decode,
                 "decode_check_min_cos": (st.decode_check or {}).get("min_cosine", ""),
                 "decode_fallbacks": st.decode_fallbacks, "image_size": "x".join(
                     map(str, common.JPEG_SIZE)), **env,
             })
     common.print_table(rows, ["model", "device", "decode", "images", "batch_size", "workers",
-                              "pipeline_img_s", "forward_img_s", "pipeline_over_forward"])
+                              "pipeline_img_s", "forward_img_s", "pipeline_over_forward",
+                              "cpu_decode_img_s_per_core"])
     print(f"\n{env['cpu']} ({env['cores']} cores, load {env['load1']}) {env['gpu']} "
           f"torch {env['torch']} threads {env['torch_threads']}")
     if not args.no_save:

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from oodbench import metrics as M
 from oodbench.backbones import load_backbone
 from oodbench.data.images import INTERPOLATIONS, load_rgb
 from oodbench.detectors.base import GLOBAL, Context, ZeroShotDetector
@@ -51,6 +52,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--workers", type=int)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"],
+                   help="oodbench's precision (default fp32)")
+    p.add_argument("--decode", default="cpu", choices=["cpu", "device"],
+                   help="oodbench's JPEG decoding (the official-style loop always uses PIL)")
+    p.add_argument("--official-precision", default="fp32", choices=["fp32", "fp16", "bf16"],
+                   help="the official-style loop's precision (default fp32)")
     p.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "oodbench-perf")
     p.add_argument("--no-save", action="store_true")
     return p.parse_args()
@@ -85,9 +92,12 @@ def _tv_interp(name: str):
             "nearest": InterpolationMode.NEAREST}[name]
 
 
-def official_loop(spec: RunSpec, protocol, device) -> dict[str, dict[str, np.ndarray]]:
+def official_loop(spec: RunSpec, protocol, device, precision: str = "fp32"
+                  ) -> dict[str, dict[str, np.ndarray]]:
     """Scores per detector and set, computed the way the official evaluation scripts do."""
-    bb = load_backbone(spec.backbone, device=str(device))
+    bb = load_backbone(spec.backbone, device=str(device), precision=precision)
+    autocast = device.type == "cuda" and bb.dtype != torch.float32  # CPU: weights cast instead
+    in_dtype = bb.dtype if device.type != "cuda" else torch.float32
     transform = official_transform(bb.preprocess)
     scores: dict[str, dict[str, np.ndarray]] = {}
     for name in spec.detectors:
@@ -105,7 +115,8 @@ def official_loop(spec: RunSpec, protocol, device) -> dict[str, dict[str, np.nda
             out = []
             with torch.no_grad():
                 for images, _ in loader:
-                    f = bb.model.encode_image(images.to(device))
+                    with torch.autocast(device.type, dtype=bb.dtype, enabled=autocast):
+                        f = bb.model.encode_image(images.to(device, in_dtype))
                     f = F.normalize(f.float(), dim=-1)
                     if per_batch_text:
                         det.setup(ctx)  # class prompts tokenised and encoded again, every batch
@@ -158,17 +169,24 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="oodbench-perf-"))
     base = dict(protocol=protocol_name, backbone=backbone, batch_size=args.batch_size,
                 workers=workers, limit=args.limit, quiet=True, device=str(device),
+                precision=args.precision, decode=args.decode,
                 data_root=str(data_root) if data_root else None)
+    env = common.machine()  # load average before the timings
     try:
         caches = [empty_cache(tmp / name, args.data_dir) for name in ("cold", "warm")]
         # the toy world renders its images on first use: that happens here, outside the timings
         protocol = PROTOCOLS.get(protocol_name)().build(data_root, caches[0])
         spec = RunSpec(detectors=detectors, cache_dir=str(caches[0]),
                        results_dir=str(tmp / "res"), **base)
-        t_official, official = common.timed(lambda: official_loop(spec, protocol, device))
+        t_official, official = common.timed(
+            lambda: official_loop(spec, protocol, device, args.official_precision))
         t_ours, records = oodbench_run(spec)
         diff = max(float(np.max(np.abs(official[r.detector["name"]][k] - v)))
                    for r in records for k, v in record_scores(spec, r).items())
+        auroc_diff = max(abs(M.ood_metrics(official[r.detector["name"]][protocol.id_test.name],
+                                           official[r.detector["name"]][o])["auroc"]
+                             - r.metrics[o]["auroc"])
+                         for r in records for o in r.metrics)
         n_images = sum(len(s.manifest.limit(args.limit)) for s in protocol.sets())
         # warm cache: a first detector on an empty feature cache, then a second one on its cache
         warm = dict(base, cache_dir=str(caches[1]), results_dir=str(tmp / "res2"))
@@ -176,20 +194,24 @@ def main() -> None:
         t_second, (r2,) = oodbench_run(RunSpec(detectors=[detectors[1]], **warm))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    env = common.machine()
     row = {
         "protocol": protocol_name, "backbone": backbone, "device": str(device),
         "detectors": "+".join(detectors), "images": n_images, "batch_size": args.batch_size,
-        "workers": workers, "official_s": t_official, "oodbench_s": t_ours,
+        "workers": workers, "official_precision": args.official_precision,
+        "oodbench_precision": args.precision, "oodbench_decode": args.decode,
+        "official_s": t_official, "oodbench_s": t_ours,
         "speedup": t_official / t_ours, "max_abs_score_diff": diff,
+        "max_abs_auroc_diff": auroc_diff,
         "first_detector": detectors[0], "first_run_s": t_first,
         "first_detector_s": r1.timings["total"], "second_detector": detectors[1],
         "second_run_s": t_second, "second_detector_s": r2.timings["total"],
         "second_over_first_run": t_second / t_first,
         "second_over_first_detector": r2.timings["total"] / r1.timings["total"], **env,
     }
-    common.print_table([row], ["protocol", "backbone", "detectors", "images", "official_s",
-                               "oodbench_s", "speedup", "max_abs_score_diff"])
+    common.print_table([row], ["protocol", "backbone", "detectors", "images",
+                               "official_precision", "oodbench_precision", "official_s",
+                               "oodbench_s", "speedup", "max_abs_score_diff",
+                               "max_abs_auroc_diff"])
     print()
     common.print_table([row], ["first_detector", "first_run_s", "first_detector_s",
                                "second_detector", "second_run_s", "second_detector_s",

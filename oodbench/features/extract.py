@@ -8,6 +8,9 @@ The data path, from disk to features:
   side stream while batch k is encoded; scaling and mean/std normalisation happen on the device;
 - encoding runs under ``torch.inference_mode``; a CUDA out-of-memory error halves the batch and
   retries (:class:`BatchBackoff`), and the smaller size is kept for the rest of the run;
+- kinds that one forward pass can give together (``global`` and ``local``: see
+  :func:`register_joint`) are encoded by one pass when they are extracted together, after a check
+  on the first batch that the joint pass gives the very bytes of the kinds' own encoders;
 - optionally (``decode="device"``) JPEG files are decoded by ``torchvision.io.decode_jpeg`` on the
   backbone's device (nvJPEG on a GPU) and resized there; a file it cannot decode falls back to the
   CPU reader. Before use this path is checked against the reference one on a sample of the set
@@ -59,13 +62,31 @@ KIND_ENCODERS: dict[str, tuple[Callable, np.dtype]] = {
     "global": (lambda bb, x: bb.encode_image(x), np.dtype(np.float32)),
 }
 
+# kinds -> encoder(backbone, uint8 batch) -> one tensor per kind, from one forward pass
+JOINT_ENCODERS: dict[tuple[str, ...], Callable] = {}
+
 # (backbone key, manifest digest, device type) -> did the device decoder pass its check?
 _DECODE_VERDICTS: dict[tuple[str, str, str], bool] = {}
+
+# (backbone key, device type, kinds) -> does the joint encoder give the kinds' own bytes?
+_JOINT_VERDICTS: dict[tuple[str, str, tuple[str, ...]], bool] = {}
 
 
 def register_kind(kind: str, encoder: Callable, dtype: np.dtype) -> None:
     """Add a feature kind (e.g. ``local`` patch embeddings) the runner can extract and cache."""
     KIND_ENCODERS[kind] = (encoder, np.dtype(dtype))
+
+
+def register_joint(kinds: tuple[str, ...], encoder: Callable) -> None:
+    """An encoder giving several kinds from one forward pass: ``encoder(backbone, uint8 batch)``
+    returns one tensor per kind, in the order of ``kinds``.
+
+    It is used when all of ``kinds`` are extracted together. Its output must equal, byte for byte,
+    what each kind's own encoder gives (the cache key does not say how a kind was computed); this
+    is checked on the first batch for each backbone, and where it does not hold the kinds' own
+    encoders are used instead.
+    """
+    JOINT_ENCODERS[tuple(kinds)] = encoder
 
 
 def feature_spec(backbone, manifest: Manifest, kind: str, decode: str = "cpu") -> dict:
@@ -269,6 +290,7 @@ def _encode_chunks(backbone, manifest, kinds, ranges, batch_size, workers, progr
         def transfer(batch):
             return batch[0].to(device, non_blocking=True), batch[1]
     backoff = BatchBackoff(batch_size)
+    plan = encoder_plan(backbone, kinds)
     current, acc = None, {k: [] for k in kinds}
     with torch.inference_mode():
         for (r, _), (images, _) in zip(batches, Prefetcher(loader, device, transfer),
@@ -277,15 +299,54 @@ def _encode_chunks(backbone, manifest, kinds, ranges, batch_size, workers, progr
                 yield current, _to_numpy(acc, kinds)
                 acc = {k: [] for k in kinds}
             current = r
-            for k in kinds:
-                enc = KIND_ENCODERS[k][0]
+            checked = False
+            for group, enc in plan:
                 feats = backoff(lambda x, enc=enc: enc(backbone, x), images)
-                acc[k].append(feats.to("cpu", non_blocking=True))
+                if len(group) > 1 and _joint_key(backbone, group) not in _JOINT_VERDICTS:
+                    feats, checked = _check_joint(backbone, group, feats, images, backoff), True
+                for k, f in zip(group, feats, strict=True):
+                    acc[k].append(f.to("cpu", non_blocking=True))
+            if checked:
+                plan = encoder_plan(backbone, kinds)  # a failed check switches to single passes
             if task is not None:
                 progress.advance(task, len(images))
     stats.batch_size = backoff.size
     if current is not None:
         yield current, _to_numpy(acc, kinds)
+
+
+def encoder_plan(backbone, kinds: list[str]) -> list[tuple[tuple[str, ...], Callable]]:
+    """How to encode ``kinds``: (kinds of one pass, encoder returning a tuple of tensors) pairs.
+
+    A joint encoder covers its kinds when all of them are asked for and it has not failed its
+    check for this backbone; every other kind gets a pass of its own encoder.
+    """
+    plan, left = [], list(kinds)
+    for group, enc in JOINT_ENCODERS.items():
+        if all(k in left for k in group) and \
+                _JOINT_VERDICTS.get(_joint_key(backbone, group)) is not False:
+            plan.append((group, enc))
+            left = [k for k in left if k not in group]
+    for k in left:
+        single = KIND_ENCODERS[k][0]
+        plan.append(((k,), lambda bb, x, single=single: (single(bb, x),)))
+    return plan
+
+
+def _joint_key(backbone, group) -> tuple[str, str, tuple[str, ...]]:
+    return (repr(sorted(backbone.key().items())), backbone.device.type, tuple(group))
+
+
+def _check_joint(backbone, group, feats, images, backoff) -> tuple[torch.Tensor, ...]:
+    """Compare a joint pass with the kinds' own encoders on one batch; returns the latter's
+    output, and remembers for the backbone whether the joint pass may be used."""
+    own = tuple(backoff(lambda x, k=k: KIND_ENCODERS[k][0](backbone, x), images) for k in group)
+    same = all(torch.equal(a, b) for a, b in zip(feats, own, strict=True))
+    _JOINT_VERDICTS[_joint_key(backbone, group)] = same
+    if not same:
+        say(f"[yellow]the joint encoder of {'+'.join(group)} differs from the kinds' own "
+            f"encoders on {backbone.name}; encoding them in separate passes[/]")
+    return own
 
 
 def _to_numpy(acc: dict[str, list[torch.Tensor]], kinds) -> dict[str, np.ndarray]:
@@ -354,7 +415,8 @@ class BatchBackoff:
         self.size = size
 
     def __call__(self, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        """``fn(x)`` computed in sub-batches that fit in memory, concatenated."""
+        """``fn(x)`` computed in sub-batches that fit in memory, concatenated (element by element
+        when ``fn`` returns a tuple of tensors)."""
         outs, i = [], 0
         while i < len(x):
             n = min(self.size, len(x) - i)
@@ -370,7 +432,11 @@ class BatchBackoff:
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
                 say(f"[yellow]out of memory: batch size halved to {self.size}[/]")
-        return outs[0] if len(outs) == 1 else torch.cat(outs)
+        if len(outs) == 1:
+            return outs[0]
+        if isinstance(outs[0], tuple):
+            return tuple(torch.cat(parts) for parts in zip(*outs, strict=True))
+        return torch.cat(outs)
 
 
 class EncodedImageDataset:

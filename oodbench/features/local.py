@@ -5,7 +5,8 @@ the block run with an identity attention map (each token keeps its own value vec
 the attention output projection), plus the residual and the MLP. The patch tokens of that path then
 go through ``ln_post`` and ``proj`` and are L2-normalised: (N, P, D) features comparable with text
 embeddings. open_clip's ``output_tokens`` gives ordinary (not v-path) tokens without ``proj``, so
-the last block is re-run here. Importing this module registers the ``local`` feature kind.
+the last block is re-run here. Importing this module registers the ``local`` feature kind, and
+the joint encoder that gives ``global`` and ``local`` from one pass when both are extracted.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from oodbench.features.extract import register_kind
+from oodbench.features.extract import register_joint, register_kind
 
 LOCAL = "local"
 
@@ -69,3 +70,5 @@ def encode_local(backbone, images_uint8: torch.Tensor) -> torch.Tensor:
 
 
 register_kind(LOCAL, encode_local, np.float16)
+# extracted together, both kinds come from one pass through the image tower
+register_joint(("global", LOCAL), encode_global_local)
