@@ -233,7 +233,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 quiet=args.quiet,
             )
         )
-    written = build_leaderboards(Path(args.results_dir), None, plots=False)
+    # plots too, so that a rebuild keeps the links (and PNGs) that `leaderboard --plots` made
+    written = build_leaderboards(Path(args.results_dir), None, plots=True)
     for path in written:
         say(f"leaderboard: {path}", args.quiet)
     return 0
