@@ -22,7 +22,6 @@ ranks, all randomness of step k drawn from a generator seeded by (seed, k), a ch
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from collections.abc import Callable
@@ -35,9 +34,10 @@ import torch
 import torch.nn.functional as F
 
 from oodbench.features import distributed
-from oodbench.features.cache import array_sha256, spec_key
-from oodbench.io import atomic_write, atomic_write_json
+from oodbench.features.cache import spec_key
+from oodbench.io import atomic_write
 from oodbench.progress import progress
+from oodbench.training.artifact import artifact_paths, load_artifact, save_artifact
 
 CONTRASTIVE_VERSION = "1"
 # loss_fn(step, micro_step, generator) -> (loss, {part: value})
@@ -231,12 +231,12 @@ def train_contrastive(module: torch.nn.Module, loss_fn: LossFn, cfg: Contrastive
     """
     key = artifact_key(name, spec, cfg)
     run_dir = Path(artifact_dir) / "train" / name / key
-    final, meta_path = run_dir / "final.pt", run_dir / "final.json"
-    info = {"artifact": str(final), "key": key, "config": dataclasses.asdict(cfg)}
+    info = {"artifact": str(artifact_paths(run_dir)[0]), "key": key,
+            "config": dataclasses.asdict(cfg)}
     trainable = {n for n, p in module.named_parameters() if p.requires_grad}
-    meta = _read_meta(meta_path)
-    if meta is not None and final.is_file() and array_sha256(final) == meta.get("sha256"):
-        state = torch.load(final, map_location=device, weights_only=True)
+    found = load_artifact(run_dir, device)
+    if found is not None:
+        state, meta = found
         module.load_state_dict(state, strict=False)
         module.eval()
         return {**info, **meta["result"], "sha256": meta["sha256"], "loaded": True}
@@ -245,18 +245,8 @@ def train_contrastive(module: torch.nn.Module, loss_fn: LossFn, cfg: Contrastive
     sha = None
     if distributed.is_main():
         state = {n: p.detach().cpu() for n, p in module.named_parameters() if n in trainable}
-        atomic_write(final, lambda f: torch.save(state, f))
-        sha = array_sha256(final)
-        atomic_write_json(meta_path, {"key": key, "spec": spec, "sha256": sha, "result": result,
-                                      "config": dataclasses.asdict(cfg)})
+        sha = save_artifact(run_dir, state, {"key": key, "spec": spec, "result": result,
+                                             "config": dataclasses.asdict(cfg)})
         trainer.checkpoint_path.unlink(missing_ok=True)
     distributed.barrier()
     return {**info, **result, "sha256": sha, "loaded": False}
-
-
-def _read_meta(path: Path) -> dict | None:
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return meta if isinstance(meta, dict) and "sha256" in meta and "result" in meta else None

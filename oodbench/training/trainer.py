@@ -18,7 +18,6 @@ The returned dict goes into ``ctx.info["train"]`` and from there into the result
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from collections.abc import Callable
@@ -28,9 +27,10 @@ from typing import Literal
 
 import torch
 
-from oodbench.features.cache import array_sha256, spec_key
-from oodbench.io import atomic_write, atomic_write_json
+from oodbench.features.cache import spec_key
+from oodbench.io import atomic_write
 from oodbench.progress import progress
+from oodbench.training.artifact import artifact_paths, load_artifact, save_artifact
 
 TRAINER_VERSION = "1"
 LossFn = Callable[[int, torch.Generator], torch.Tensor]
@@ -208,28 +208,19 @@ def train_artifact(module: torch.nn.Module, loss_fn: LossFn, cfg: TrainConfig, *
     """
     key = artifact_key(name, spec, cfg)
     run_dir = Path(artifact_dir) / "train" / name / key
-    final, meta_path = run_dir / "final.pt", run_dir / "final.json"
-    info = {"artifact": str(final), "key": key, "config": dataclasses.asdict(cfg)}
-    meta = _read_meta(meta_path)
-    if meta is not None and final.is_file() and array_sha256(final) == meta.get("sha256"):
-        module.load_state_dict(torch.load(final, map_location=device, weights_only=True))
+    info = {"artifact": str(artifact_paths(run_dir)[0]), "key": key,
+            "config": dataclasses.asdict(cfg)}
+    found = load_artifact(run_dir, device)
+    if found is not None:
+        state, meta = found
+        module.load_state_dict(state)
         module.eval()
         return {**info, **meta["result"], "sha256": meta["sha256"], "loaded": True}
     trainer = Trainer(module, loss_fn, cfg, run_dir, device, desc=f"train {name}", quiet=quiet,
                       val_fn=val_fn)
     result = trainer.fit()
     state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
-    atomic_write(final, lambda f: torch.save(state, f))
-    sha = array_sha256(final)
-    atomic_write_json(meta_path, {"key": key, "spec": spec, "sha256": sha, "result": result,
-                                  "config": dataclasses.asdict(cfg)})
+    sha = save_artifact(run_dir, state, {"key": key, "spec": spec, "result": result,
+                                         "config": dataclasses.asdict(cfg)})
     trainer.checkpoint_path.unlink(missing_ok=True)
     return {**info, **result, "sha256": sha, "loaded": False}
-
-
-def _read_meta(path: Path) -> dict | None:
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return meta if isinstance(meta, dict) and "sha256" in meta and "result" in meta else None
