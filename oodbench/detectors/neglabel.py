@@ -91,9 +91,9 @@ def negative_label_score(id_cos: torch.Tensor, neg_cos: torch.Tensor, temperatur
     if ngroups <= 1:
         lse_neg = torch.logsumexp(neg, dim=1, keepdim=True)
     else:
-        if perm is None:
-            perm = torch.arange(neg.shape[1] - neg.shape[1] % ngroups)
-        neg = neg[:, perm.to(neg.device)].reshape(len(neg), ngroups, -1)
+        kept = neg.shape[1] - neg.shape[1] % ngroups
+        neg = neg[:, :kept] if perm is None else neg[:, perm.to(neg.device)]
+        neg = neg.reshape(len(neg), ngroups, -1)
         lse_neg = torch.logsumexp(neg, dim=2)
     return torch.sigmoid((lse_id[:, None] - lse_neg).double()).mean(dim=1)
 
@@ -146,6 +146,10 @@ class NegLabel(Detector):
         self.ngroups = min(p.ngroups, len(self.negatives))
         seed = ctx.seed if p.group_seed is None else p.group_seed
         self.perm = group_permutation(len(self.negatives), self.ngroups, seed)
+        # the group order is applied once to the label features, so scoring gathers no columns
+        neg = self.negatives.features
+        self.neg_text = (neg[self.perm] if self.ngroups > 1 else neg).float().to(ctx.device)
+        self.id_text = self.id_text.to(ctx.device)
         ctx.info["negatives"] = {**self.negatives.summary(), "ngroups": self.ngroups,
                                  "group_seed": seed}
         self.ready = True
@@ -162,19 +166,20 @@ class NegLabel(Detector):
         neg.info["corpus"] = corpus
         return neg
 
-    def cosines(self, feats: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N, K) ID and (N, M) negative cosines in float32."""
+    def id_cosines(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(N, K) ID cosines in float32."""
         v = feats[GLOBAL].float()
-        return v @ self.id_text.to(v.device).T, v @ self.negatives.features.to(v.device).T
+        return v @ self.id_text.to(v.device).T
 
     def score_and_predict(self, feats):
-        id_cos, neg_cos = self.cosines(feats)
-        score = negative_label_score(id_cos, neg_cos, self.params.temperature, self.ngroups,
-                                     self.perm)
+        id_cos = self.id_cosines(feats)
+        v = feats[GLOBAL].float()
+        neg_cos = v @ self.neg_text.to(v.device).T  # already in group order
+        score = negative_label_score(id_cos, neg_cos, self.params.temperature, self.ngroups)
         return score, id_cos.argmax(dim=1)
 
     def score(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.score_and_predict(feats)[0]
 
     def predict(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.cosines(feats)[0].argmax(dim=1)
+        return self.id_cosines(feats).argmax(dim=1)
