@@ -71,7 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--results-dir", help="results directory (default results)")
     r.add_argument("--device", help="auto | cpu | cuda[:N] (default auto)")
-    r.add_argument("--precision", choices=["fp32", "fp16", "bf16"], help="backbone precision")
+    r.add_argument(
+        "--precision",
+        choices=["fp32", "fp16", "bf16"],
+        help="backbone precision; a detector that does not tolerate it runs at its declared one "
+        "(fp32 for the trained detectors)",
+    )
     r.add_argument(
         "--interpolation",
         choices=["bicubic", "bilinear", "nearest"],

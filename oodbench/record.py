@@ -31,7 +31,8 @@ class ResultRecord:
     # {name, version, n_classes, classnames_sha256,
     #  sets: {name: {role, group, n, manifest_sha256}}}
     protocol: dict
-    backbone: dict  # {spec, identity, precision, preprocess}
+    # {spec, identity, precision (used), precision_requested, precision_reason, preprocess}
+    backbone: dict
     seed: int
     metrics: dict[str, dict[str, float]]
     groups: dict[str, dict[str, float]]

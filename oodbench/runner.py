@@ -1,5 +1,10 @@
 """Extract once, score many: resolve a run spec, get features, set up and score each detector.
 
+Each detector runs at the run's precision or, when it does not tolerate that, at its own declared
+one (``Detector.precision``); detectors are grouped by that precision, one backbone per group. Per
+group the union of the detectors' feature kinds is extracted first, in one pass over each set, so an
+image is decoded and encoded once however many detectors, and of which kinds, the run holds.
+
 For each (detector, seed) the runner writes a :class:`~oodbench.record.ResultRecord` to
 ``<results>/runs/<protocol>/<backbone>/<detector>/seed<k>.json`` with the per-image scores beside it
 (``.npz``). Image features are shared by every detector of the run and, through the cache, of later
@@ -27,7 +32,7 @@ import torch
 from oodbench import metrics as M
 from oodbench.backbones import load_backbone
 from oodbench.data.images import readable_manifests
-from oodbench.detectors.base import GLOBAL, Context, Detector
+from oodbench.detectors.base import GLOBAL, PRECISIONS, Context, Detector, resolve_precision
 from oodbench.errors import ConfigError
 from oodbench.features import distributed
 from oodbench.features.cache import Cache, default_cache_dir, spec_key
@@ -89,6 +94,9 @@ class RunSpec:
             raise ConfigError(f"batch_size must be positive, got {self.batch_size}")
         if self.chunk_size <= 0:
             raise ConfigError(f"chunk_size must be positive, got {self.chunk_size}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision {self.precision!r} unknown; use one of "
+                              f"{list(PRECISIONS)}")
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "run spec") -> RunSpec:
@@ -215,7 +223,12 @@ def record_stem(spec_dir: Path, detector: Detector, seed: int) -> Path:
 
 
 class Features:
-    """Features of every set of a protocol, extracted (or loaded) once per run."""
+    """Features of every set of a protocol with one backbone, extracted (or loaded) once per run.
+
+    Where a kind came from (cache or extraction, with the pass's details) and the seconds spent
+    extracting are reported once: to the first detector whose record asks for that kind, and to
+    the next record written (:meth:`take_seconds`); later requests read ``memory``.
+    """
 
     def __init__(
         self,
@@ -235,7 +248,8 @@ class Features:
             bar,
         )
         self.arrays: dict[str, dict[str, np.ndarray]] = {}
-        self.seconds = 0.0
+        self.seconds = 0.0  # extraction seconds not yet counted in a record
+        self.pending: dict[str, dict] = {}  # set -> origins of kinds not yet reported
         self.checked = checked or {}  # set name -> its manifest without unreadable images
         self.skipped = skipped or {}
 
@@ -247,12 +261,11 @@ class Features:
     def get(self, s: ImageSet, kinds: list[str], log: dict | None = None) -> dict[str, np.ndarray]:
         """Features of one set, extracting only the kinds not already held.
 
-        ``log[set][kind]`` says where each came from: memory (this run), cache, or extracted
-        (``chunks_reused`` of them from an interrupted earlier run).
+        ``log[set][kind]`` says where each came from: memory (already reported this run), cache,
+        or extracted (``chunks_reused`` of them from an interrupted earlier run).
         """
         held = self.arrays.setdefault(s.name, {})
         need = [k for k in kinds if k not in held]
-        entry = {k: "memory" for k in kinds if k in held}
         if need:
             t = time.perf_counter()
             st = ExtractStats()
@@ -272,19 +285,36 @@ class Features:
                     )
                 )
             self.seconds += time.perf_counter() - t
-            entry.update({k: "cache" if st.hits[k] else "extracted" for k in need})
+            pending = self.pending.setdefault(s.name, {})
+            pending.update({k: "cache" if st.hits[k] else "extracted" for k in need})
             if st.images_encoded or st.chunks_reused:
-                entry["images_encoded"] = st.images_encoded
-                entry["chunks_reused"] = st.chunks_reused
+                pending["images_encoded"] = pending.get("images_encoded", 0) + st.images_encoded
+                pending["chunks_reused"] = pending.get("chunks_reused", 0) + st.chunks_reused
             if st.decode_check is not None:  # device JPEG decoding: its check on a sample
-                entry["decode"] = {
+                pending["decode"] = {
                     "used": st.decode,
                     "check": st.decode_check,
                     "fallbacks": st.decode_fallbacks,
                 }
         if log is not None:
+            pending = self.pending.get(s.name, {})
+            entry = {k: pending.pop(k, "memory") for k in kinds}
+            if any(v != "memory" for v in entry.values()):
+                for extra in ("images_encoded", "chunks_reused", "decode"):
+                    if extra in pending:
+                        entry[extra] = pending.pop(extra)
             log[s.name] = entry
         return {k: held[k] for k in kinds}
+
+    def prefetch(self, sets: list[ImageSet], kinds: list[str]) -> None:
+        """Extract (or load) ``kinds`` of every set in one pass per set, reporting nothing yet."""
+        for s in sets:
+            self.get(s, kinds)
+
+    def take_seconds(self) -> float:
+        """Extraction seconds not yet counted in a record (then zero)."""
+        seconds, self.seconds = self.seconds, 0.0
+        return seconds
 
     def extract_lock(self, s: ImageSet):
         """One extraction of a set at a time across processes sharing the cache."""
@@ -306,6 +336,21 @@ def locked_extract(backbone, manifest, kinds, cache: Cache, spec: RunSpec, bar):
     with extract_lock(cache, backbone, manifest):
         return extract(backbone, manifest, list(kinds), cache, batch_size=spec.batch_size,
                        workers=spec.workers, chunk_size=spec.chunk_size, progress=bar)
+
+
+def feature_kinds(needs: frozenset[str]) -> list[str]:
+    """The extractable feature kinds among ``needs`` (``global`` first; at least ``global``)."""
+    kinds = sorted(k for k in needs if k in KIND_ENCODERS and k != GLOBAL)
+    return [GLOBAL, *kinds] if GLOBAL in needs or not kinds else kinds
+
+
+def precision_groups(spec: RunSpec) -> dict[str, list[int]]:
+    """Precision -> indices of ``spec.detectors`` that run at it, in order of first use."""
+    groups: dict[str, list[int]] = {}
+    for i, name in enumerate(spec.detectors):
+        used, _ = resolve_precision(spec.precision, DETECTORS.get(name))
+        groups.setdefault(used, []).append(i)
+    return groups
 
 
 def make_detector(name: str, params: dict | None) -> Detector:
@@ -331,40 +376,50 @@ def run(spec: RunSpec) -> list[ResultRecord]:
     device = distributed.init_from_env(resolve_device(spec.device))  # torchrun: this rank's
     if not distributed.is_main():
         spec = dataclasses.replace(spec, quiet=True)
-    backbone = load_backbone(
-        spec.backbone,
-        device=str(device),
-        precision=spec.precision,
-        preprocess=spec.preprocess or None,
-    )
     env = environment(device)
     say(
         f"[bold]oodbench[/] {protocol.name} v{protocol.version} | backbone {spec.backbone} | "
         f"{', '.join(spec.detectors)} | seeds {spec.seeds} | {device}",
         spec.quiet,
     )
-    records = []
+    done: dict[tuple[int, int], ResultRecord] = {}
     with progress(spec.quiet) as bar:
-        feats = Features(backbone, protocol, cache, spec, bar, checked, skipped)
-        for name in spec.detectors:
-            for seed in spec.seeds:
-                det = make_detector(name, spec.params.get(name))
-                rec = run_one(det, seed, protocol, backbone, feats, cache, spec, env)
-                records.append(rec)
-                g = rec.groups.get("average", {})
-                say(
-                    f"  {det.name} seed {seed}: AUROC {100 * g.get('auroc', float('nan')):.2f} "
-                    f"FPR95 {100 * g.get('fpr95', float('nan')):.2f} "
-                    f"ID acc {100 * (rec.id_accuracy or 0):.2f} "
-                    f"({rec.timings['total']:.1f}s)",
-                    spec.quiet,
-                )
+        for precision, indices in precision_groups(spec).items():
+            names = [spec.detectors[i] for i in indices]
+            if precision != spec.precision:
+                say(f"  {', '.join(names)} at {precision} (declared; {spec.precision} requested)",
+                    spec.quiet)
+            backbone = load_backbone(
+                spec.backbone,
+                device=str(device),
+                precision=precision,
+                preprocess=spec.preprocess or None,
+            )
+            feats = Features(backbone, protocol, cache, spec, bar, checked, skipped)
+            # every kind any detector of the group needs, in one pass over each set
+            kinds = feature_kinds(frozenset().union(*(DETECTORS.get(n).needs for n in names)))
+            feats.prefetch(protocol.sets(), kinds)
+            for i, name in zip(indices, names, strict=True):
+                for j, seed in enumerate(spec.seeds):
+                    det = make_detector(name, spec.params.get(name))
+                    rec = run_one(det, seed, protocol, backbone, feats, cache, spec, env)
+                    done[i, j] = rec
+                    g = rec.groups.get("average", {})
+                    say(
+                        f"  {det.name} seed {seed}: "
+                        f"AUROC {100 * g.get('auroc', float('nan')):.2f} "
+                        f"FPR95 {100 * g.get('fpr95', float('nan')):.2f} "
+                        f"ID acc {100 * (rec.id_accuracy or 0):.2f} "
+                        f"({rec.timings['total']:.1f}s)",
+                        spec.quiet,
+                    )
+            del feats, backbone  # the next precision group loads its own
     say(
         f"done in {time.perf_counter() - t_run:.1f}s; records under "
         f"{Path(spec.results_dir) / 'runs' / protocol.name}",
         spec.quiet,
     )
-    return records
+    return [done[key] for key in sorted(done)]
 
 
 def run_one(
@@ -378,8 +433,7 @@ def run_one(
     env: dict,
 ) -> ResultRecord:
     """Set up and score one detector with one seed; write its record and scores."""
-    extract_before = feats.seconds
-    kinds = [k for k in det.needs if k in KIND_ENCODERS] or [GLOBAL]
+    kinds = feature_kinds(det.needs)
     sets = protocol.sets()
     image_log: dict = {}
     arrays = {s.name: feats.get(s, kinds, image_log) for s in sets}
@@ -442,6 +496,8 @@ def run_one(
             "groups": M.summarize(sm, protocol.groups()),
         }
     t_end = time.perf_counter()
+    extract_s = feats.take_seconds()
+    _, precision_why = resolve_precision(spec.precision, det)
     stem = record_stem(
         Path(spec.results_dir) / "runs" / protocol.name / slug(spec.backbone), det, seed
     )
@@ -459,6 +515,8 @@ def run_one(
             "spec": spec.backbone,
             "identity": backbone.identity,
             "precision": backbone.precision,
+            "precision_requested": spec.precision,
+            "precision_reason": precision_why,
             "preprocess": backbone.preprocess.to_dict(),
         },
         seed=seed,
@@ -467,11 +525,11 @@ def run_one(
         id_accuracy=acc,
         metrics_schema=M.METRICS_SCHEMA_VERSION,
         timings={
-            "extract": feats.seconds - extract_before,
+            "extract": extract_s,
             "setup": t_score - t_setup,
             "score": t_metrics - t_score,
             "metrics": t_end - t_metrics,
-            "total": (feats.seconds - extract_before) + (t_end - t_setup),
+            "total": extract_s + (t_end - t_setup),
         },
         cache={"images": image_log, "scores_hit": scores_hit, **text_stats},
         environment=env,

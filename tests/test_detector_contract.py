@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import oodbench
+from oodbench.detectors.base import PRECISIONS, resolve_precision
 from oodbench.errors import ConfigError
 from oodbench.runner import RunSpec, run
 
@@ -79,5 +80,11 @@ def test_detector_declares_its_contract(name):
     assert cls.version and isinstance(cls.version, str)
     assert cls.needs and cls.needs <= {"global", "local", "train", "images"}
     assert oodbench.DETECTORS.describe(name), "every detector needs a one-line description"
+    assert cls.precision in PRECISIONS, f"precision {cls.precision!r} is not one of {PRECISIONS}"
+    assert isinstance(cls.precision_reason, str) and cls.precision_reason.strip()
+    for requested in PRECISIONS:  # never below what the detector tolerates, never above fp32
+        used, why = resolve_precision(requested, cls)
+        assert PRECISIONS.index(used) == max(PRECISIONS.index(requested),
+                                             PRECISIONS.index(cls.precision)), why
     defaults = cls().params
     defaults.validate()

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
+import oodbench.runner as runner
+from oodbench.backbones.base import Backbone
+from oodbench.detectors.baselines import MaxLogit
 from oodbench.record import ResultRecord
 from oodbench.runner import RunSpec, run
 
@@ -72,3 +76,72 @@ def test_bad_run_spec_fields_are_named():
         from oodbench.runner import make_detector
 
         make_detector("mcm", {"temperature": "hot"})
+
+
+def test_a_detector_declaring_fp32_gets_fp32_features_under_bf16(standin_root, tmp_path,
+                                                                 monkeypatch):
+    monkeypatch.setattr(MaxLogit, "precision", "fp32")
+    monkeypatch.setattr(MaxLogit, "precision_reason", "kept at fp32 for this test")
+    mcm, maxlogit = run(_spec(standin_root, tmp_path, ["mcm", "maxlogit"], precision="bf16"))
+    assert mcm.backbone["precision"] == "bf16" and maxlogit.backbone["precision"] == "fp32"
+    assert maxlogit.backbone["precision_requested"] == "bf16"
+    assert "fp32 used" in maxlogit.backbone["precision_reason"]
+    assert "kept at fp32 for this test" in maxlogit.backbone["precision_reason"]
+    assert "as requested" in mcm.backbone["precision_reason"]
+    # its own cache entries (precision is in the key), extracted, not mcm's bf16 ones
+    assert all(v["global"] == "extracted" for v in maxlogit.cache["images"].values())
+    images = [json.loads(m.read_text())["spec"] for m in (tmp_path / "cache").glob(
+        "images/*/*/meta.json")]
+    assert sorted(e["backbone"]["precision"] for e in images) == ["bf16"] * 5 + ["fp32"] * 5
+    # the very scores of an fp32 run
+    (alone,) = run(_spec(standin_root, tmp_path / "fp32", ["maxlogit"]))
+    assert alone.backbone["precision"] == "fp32"
+    a = np.load(tmp_path / "res/runs/imagenet1k-mos4/tiny-random/maxlogit/seed0.npz")
+    b = np.load(tmp_path / "fp32/res/runs/imagenet1k-mos4/tiny-random/maxlogit/seed0.npz")
+    for k in a.files:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_unknown_precision_is_a_config_error(standin_root, tmp_path):
+    from oodbench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="precision 'fp8'"):
+        _spec(standin_root, tmp_path, ["mcm"], precision="fp8")
+
+
+def test_all_detectors_kinds_are_extracted_in_one_pass(tmp_path, monkeypatch):
+    """mcm (global) then gl-mcm (global + local): each image is decoded and encoded once."""
+    calls: list[tuple[str, tuple[str, ...], int]] = []
+    real_extract = runner.extract
+
+    def counting_extract(backbone, manifest, kinds, cache, **kw):
+        out = real_extract(backbone, manifest, kinds, cache, **kw)
+        calls.append((manifest.name, tuple(kinds), kw["stats"].images_encoded))
+        return out
+
+    encoded = []
+    real_prepare = Backbone.prepare_images
+
+    def counting_prepare(self, images):
+        encoded.append(len(images))
+        return real_prepare(self, images)
+
+    monkeypatch.setattr(runner, "extract", counting_extract)
+    monkeypatch.setattr(Backbone, "prepare_images", counting_prepare)
+    batch = 8
+    spec = RunSpec(detectors=["mcm", "gl-mcm"], protocol="toy", backbone="toy", limit=40,
+                   batch_size=batch, cache_dir=str(tmp_path / "cache"),
+                   results_dir=str(tmp_path / "res"), workers=0, quiet=True)
+    mcm, glmcm = run(spec)
+    sizes = {name: v["n"] for name, v in mcm.protocol["sets"].items()}
+    # one extraction per set, of both kinds, encoding every image of the set once
+    assert sorted(calls) == sorted((name, ("global", "local"), n) for name, n in sizes.items())
+    total = sum(sizes.values())
+    # forward passes: every image once, plus at most one batch encoded twice more by the check
+    # that the joint global+local pass equals the kinds' own encoders
+    assert total <= sum(encoded) <= total + 2 * batch
+    for name, n in sizes.items():  # reported once, to the first record asking for each kind
+        assert mcm.cache["images"][name] == {"global": "extracted", "images_encoded": n,
+                                             "chunks_reused": 0}
+        assert glmcm.cache["images"][name] == {"global": "memory", "local": "extracted"}
+    assert mcm.timings["extract"] > 0 and glmcm.timings["extract"] == 0.0

@@ -14,6 +14,12 @@ A detector is one class, registered by name::
         def score(self, feats): ...        # (N,) higher = more in-distribution
         def predict(self, feats): ...      # (N,) ID class index
 
+``precision`` is the most reduced precision of the backbone's towers under which the detector still
+computes what its reference computes: ``"fp32"`` (full precision only, the default), ``"fp16"``, or
+``"bf16"`` (either half format; bf16 keeps 8 significand bits against fp16's 11). The runner gives a
+detector the run's ``--precision`` when it tolerates it and its own ``precision`` otherwise, in a
+backbone (and feature cache entries) of that precision; ``precision_reason`` says why, in one line.
+
 ``feats`` maps a feature kind (``global``: (N, D) L2-normalised image embeddings; ``local``:
 (N, P, D) patch embeddings in the joint space) to float32 tensors on ``ctx.device``. Scores must not
 depend on how images are batched unless ``order_dependent`` is set. Text is encoded once, in
@@ -39,6 +45,9 @@ GLOBAL = "global"  # (N, D) L2-normalised global image embeddings
 LOCAL = "local"  # (N, P, D) patch embeddings projected into the joint space
 TRAIN = "train"  # features of the protocol's few-shot training split
 IMAGES = "images"  # raw training images (for detectors that augment)
+
+# backbone precisions, most reduced first (8, 11 and 24 significand bits)
+PRECISIONS = ("bf16", "fp16", "fp32")
 
 
 @dataclass
@@ -159,6 +168,11 @@ class Detector:
     needs: ClassVar[frozenset[str]] = frozenset({GLOBAL})
     order_dependent: ClassVar[bool] = False
     score_dtype: ClassVar[torch.dtype] = torch.float32
+    # the most reduced backbone precision the detector tolerates (see the module docstring)
+    precision: ClassVar[str] = "fp32"
+    precision_reason: ClassVar[str] = (
+        "the default: it trains on the backbone or was not checked in half precision"
+    )
     # A detector that fine-tunes the image tower sets this to the tuned Backbone in ``setup``; the
     # runner then scores features extracted (and cached) with it instead of the pretrained ones.
     feature_backbone: Any = None
@@ -199,6 +213,21 @@ class Detector:
     def describe(self) -> dict:
         """Name, version and resolved hyperparameters, for the result record."""
         return {"name": self.name, "version": self.version, "params": self.params.to_dict()}
+
+
+def resolve_precision(requested: str, detector: type[Detector] | Detector) -> tuple[str, str]:
+    """(precision to run ``detector`` at, why): ``requested``, or the detector's own ``precision``
+    when ``requested`` is more reduced than the detector tolerates."""
+    if requested not in PRECISIONS:
+        raise ConfigError(f"precision {requested!r} unknown; use one of {list(PRECISIONS)}")
+    floor = detector.precision
+    if floor not in PRECISIONS:
+        raise ConfigError(f"detector {detector.name!r} declares precision {floor!r}, "
+                          f"not one of {list(PRECISIONS)}")
+    if PRECISIONS.index(requested) >= PRECISIONS.index(floor):
+        return requested, f"{requested} as requested ({detector.name} tolerates down to {floor})"
+    return floor, (f"{requested} requested, {floor} used: {detector.name} tolerates down to "
+                   f"{floor} ({detector.precision_reason})")
 
 
 def cosine_logits(image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:

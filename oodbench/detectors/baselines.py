@@ -38,6 +38,9 @@ class MSP(ZeroShotDetector):
 
     name = "msp"
     Params = LogitParams
+    precision = "bf16"
+    precision_reason = ("zero-shot function of fp32 cosines; MCM's code, which reports this "
+                        "CLIP baseline, runs OpenAI CLIP's fp16 towers on GPU")
 
     def score_from_logits(self, s: torch.Tensor) -> torch.Tensor:
         return torch.softmax(s * self.params.logit_scale, dim=1).max(dim=1).values
@@ -49,6 +52,9 @@ class MaxLogit(ZeroShotDetector):
 
     name = "maxlogit"
     Params = LogitParams
+    precision = "bf16"
+    precision_reason = ("zero-shot function of fp32 cosines; MCM's code, which reports this "
+                        "CLIP baseline, runs OpenAI CLIP's fp16 towers on GPU")
 
     def score_from_logits(self, s: torch.Tensor) -> torch.Tensor:
         return (s * self.params.logit_scale).max(dim=1).values
@@ -60,6 +66,9 @@ class Energy(ZeroShotDetector):
 
     name = "energy"
     Params = EnergyParams
+    precision = "bf16"
+    precision_reason = ("zero-shot function of fp32 cosines; MCM's code, which reports this "
+                        "CLIP baseline, runs OpenAI CLIP's fp16 towers on GPU")
 
     def score_from_logits(self, s: torch.Tensor) -> torch.Tensor:
         t = self.params.temperature

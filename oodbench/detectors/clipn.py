@@ -205,6 +205,9 @@ class CLIPN(Detector):
     version = "1"
     Params = CLIPNParams
     needs = frozenset({GLOBAL})
+    precision = "fp32"
+    precision_reason = ("trains a 'no' text tower copied from the backbone's: it starts from "
+                        "full-precision weights")
     score_dtype = torch.float64
 
     def setup(self, ctx: Context) -> None:

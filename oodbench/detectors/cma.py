@@ -105,6 +105,9 @@ class CMA(Detector):
     version = "1"
     Params = CMAParams
     needs = frozenset({GLOBAL, TRAIN})
+    precision = "fp32"
+    precision_reason = ("fine-tunes both towers from the backbone's weights and encodes the test "
+                        "sets with them: full precision for training")
     score_dtype = torch.float64
 
     def setup(self, ctx: Context) -> None:

@@ -47,6 +47,9 @@ class GLMCM(ZeroShotDetector):
     version = "1"
     Params = GLMCMParams
     needs = frozenset({GLOBAL, LOCAL})
+    precision = "bf16"
+    precision_reason = ("zero-shot softmax of fp32 cosines; the official code runs OpenAI CLIP's "
+                        "fp16 towers on GPU (and the local kind is stored as float16)")
 
     def score_and_predict(self, feats):
         g = self.logits(feats)

@@ -114,6 +114,9 @@ class LAPT(Detector):
     version = "1"
     Params = LAPTParams
     needs = frozenset({GLOBAL, TRAIN})
+    precision = "fp32"
+    precision_reason = ("trains prompt contexts through the backbone's text tower on its image "
+                        "features: full precision for training")
 
     def setup(self, ctx: Context) -> None:
         p = self.effective = apply_preset(self.params, TOY_PRESET, ctx.protocol.name)

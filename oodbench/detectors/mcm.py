@@ -32,6 +32,9 @@ class MCM(ZeroShotDetector):
     name = "mcm"
     version = "1"
     Params = MCMParams
+    precision = "bf16"
+    precision_reason = ("zero-shot softmax of fp32 cosines; the official code runs OpenAI CLIP's "
+                        "fp16 towers on GPU (clip.load) and scores in fp32")
 
     def score_from_logits(self, s: torch.Tensor) -> torch.Tensor:
         return torch.softmax(s / self.params.temperature, dim=1).max(dim=1).values

@@ -134,6 +134,9 @@ class NegLabel(Detector):
     version = "1"
     Params = NegLabelParams
     needs = frozenset({GLOBAL})
+    precision = "bf16"
+    precision_reason = ("zero-shot; the official code encodes images and labels with OpenAI "
+                        "CLIP's fp16 towers on GPU and scores in fp32")
     score_dtype = torch.float64
 
     def setup(self, ctx: Context) -> None:
