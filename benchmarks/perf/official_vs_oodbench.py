@@ -4,8 +4,11 @@ The official-style loop does what the MCM and OpenOOD evaluation scripts do: for
 read and decode every test image again through torchvision transforms (float normalisation on the
 CPU), encode it, and for zero-shot classifiers re-encode the class prompts for every batch
 (MCM's ``get_ood_scores_clip`` tokenises and encodes them inside its batch loop); detectors that
-prepare text once (NegLabel's mining) do it once per detector. oodbench runs the same detectors
-in one ``oodbench run`` on an empty cache: features extracted once, text encoded once.
+prepare text once (NegLabel's mining) do it once per detector. GL-MCM's pass computes the global
+and the local (v-path patch) features of each batch in one forward, as the official GL-MCM script
+does, with the function behind oodbench's ``local`` kind. oodbench runs the same detectors in one
+``oodbench run`` on an empty cache: features extracted once (all kinds in one pass), text encoded
+once.
 
 Both run on the same protocol, model, batch size, loader workers and threads, in one process,
 one after the other; the speed-up is official seconds / oodbench seconds, and the largest score
@@ -16,6 +19,8 @@ detector on an empty cache vs a second detector on the cache the first left. Row
     python benchmarks/perf/official_vs_oodbench.py                     # toy protocol (or perf-jpeg)
     python benchmarks/perf/official_vs_oodbench.py --protocol perf-jpeg --images 64 \\
         --backbone perf-vit-b-16-random --classes 10
+    python benchmarks/perf/official_vs_oodbench.py \\
+        --detectors mcm,gl-mcm,msp,maxlogit,energy,neglabel          # the six zero-shot detectors
 """
 
 from __future__ import annotations
@@ -33,11 +38,13 @@ import torch.nn.functional as F
 
 from oodbench import metrics as M
 from oodbench.backbones import load_backbone
+from oodbench.cli import _param
 from oodbench.data.images import INTERPOLATIONS, load_rgb
-from oodbench.detectors.base import GLOBAL, Context, ZeroShotDetector
+from oodbench.detectors.base import GLOBAL, LOCAL, Context, ZeroShotDetector
 from oodbench.features.extract import default_workers
-from oodbench.registry import PROTOCOLS
-from oodbench.runner import RunSpec, make_detector, resolve_device, run, slug
+from oodbench.features.local import global_and_local
+from oodbench.registry import DETECTORS, PROTOCOLS
+from oodbench.runner import RunSpec, feature_kinds, make_detector, resolve_device, run, slug
 
 
 def parse_args() -> argparse.Namespace:
@@ -45,6 +52,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--protocol", help="default: toy when its weights exist, else perf-jpeg")
     p.add_argument("--backbone", help="default: toy, or perf-vit-b-16-random for perf-jpeg")
     p.add_argument("--detectors", help="default: mcm,msp,maxlogit,energy (+neglabel on toy)")
+    p.add_argument("--param", action="append", type=_param, default=[],
+                   help="DETECTOR.FIELD=VALUE for both sides, e.g. neglabel.corpus=toy (WordNet "
+                        "mining encodes 70,794 prompts: hours on one CPU core with ViT-B/16)")
     p.add_argument("--images", type=int, default=64, help="perf-jpeg: JPEGs in all")
     p.add_argument("--classes", type=int, default=10, help="perf-jpeg: ID classes (prompts)")
     p.add_argument("--limit", type=int, help="at most N images per set")
@@ -101,7 +111,11 @@ def official_loop(spec: RunSpec, protocol, device, precision: str = "fp32"
     transform = official_transform(bb.preprocess)
     scores: dict[str, dict[str, np.ndarray]] = {}
     for name in spec.detectors:
-        det = make_detector(name, None)
+        det = make_detector(name, spec.params.get(name))
+        if not det.needs <= {GLOBAL, LOCAL}:
+            raise SystemExit(f"{name} needs {sorted(det.needs)}; the official-style loop has "
+                             "zero-shot detectors only (global and local features)")
+        local = LOCAL in det.needs  # GL-MCM: global and local features from one forward
         ctx = Context(backbone=bb, protocol=protocol, seed=0, device=device,
                       encode_text=bb.encode_text, split_features=None,
                       artifact_dir=Path(tempfile.mkdtemp(prefix="oodbench-perf-art-")))
@@ -115,12 +129,18 @@ def official_loop(spec: RunSpec, protocol, device, precision: str = "fp32"
             out = []
             with torch.no_grad():
                 for images, _ in loader:
+                    x = images.to(device, in_dtype)
                     with torch.autocast(device.type, dtype=bb.dtype, enabled=autocast):
-                        f = bb.model.encode_image(images.to(device, in_dtype))
-                    f = F.normalize(f.float(), dim=-1)
+                        if local:
+                            g, loc = global_and_local(bb.model.visual, x)
+                        else:
+                            g, loc = bb.model.encode_image(x), None
+                    feats = {GLOBAL: F.normalize(g.float(), dim=-1)}
+                    if local:
+                        feats[LOCAL] = F.normalize(loc.float(), dim=-1)
                     if per_batch_text:
                         det.setup(ctx)  # class prompts tokenised and encoded again, every batch
-                    out.append(det.score({GLOBAL: f}).double().cpu().numpy())
+                    out.append(det.score(feats).double().cpu().numpy())
             scores[name][s.name] = np.concatenate(out)
     return scores
 
@@ -164,6 +184,9 @@ def main() -> None:
     detectors = (args.detectors.split(",") if args.detectors else
                  ["mcm", "msp", "maxlogit", "energy"] + (["neglabel"] if toy and
                                                         protocol_name.startswith("toy") else []))
+    params: dict[str, dict] = {}
+    for det, field, value in args.param:
+        params.setdefault(det, {})[field] = value
     device = resolve_device(args.device)
     workers = default_workers() if args.workers is None else args.workers
     tmp = Path(tempfile.mkdtemp(prefix="oodbench-perf-"))
@@ -176,22 +199,30 @@ def main() -> None:
         caches = [empty_cache(tmp / name, args.data_dir) for name in ("cold", "warm")]
         # the toy world renders its images on first use: that happens here, outside the timings
         protocol = PROTOCOLS.get(protocol_name)().build(data_root, caches[0])
-        spec = RunSpec(detectors=detectors, cache_dir=str(caches[0]),
+        spec = RunSpec(detectors=detectors, cache_dir=str(caches[0]), params=params,
                        results_dir=str(tmp / "res"), **base)
         t_official, official = common.timed(
             lambda: official_loop(spec, protocol, device, args.official_precision))
         t_ours, records = oodbench_run(spec)
-        diff = max(float(np.max(np.abs(official[r.detector["name"]][k] - v)))
-                   for r in records for k, v in record_scores(spec, r).items())
-        auroc_diff = max(abs(M.ood_metrics(official[r.detector["name"]][protocol.id_test.name],
-                                           official[r.detector["name"]][o])["auroc"]
-                             - r.metrics[o]["auroc"])
-                         for r in records for o in r.metrics)
+        diffs = {r.detector["name"]: max(
+            float(np.max(np.abs(official[r.detector["name"]][k] - v)))
+            for k, v in record_scores(spec, r).items()) for r in records}
+        auroc_diffs = {r.detector["name"]: max(
+            abs(M.ood_metrics(official[r.detector["name"]][protocol.id_test.name],
+                              official[r.detector["name"]][o])["auroc"] - r.metrics[o]["auroc"])
+            for o in r.metrics) for r in records}
         n_images = sum(len(s.manifest.limit(args.limit)) for s in protocol.sets())
         # warm cache: a first detector on an empty feature cache, then a second one on its cache
+        # (one that needs no feature kind the first did not: GL-MCM's local features would be
+        # a cold extraction)
+        first = detectors[0]
+        second = next((d for d in detectors[1:] if feature_kinds(DETECTORS.get(d).needs)
+                       == feature_kinds(DETECTORS.get(first).needs)), detectors[1])
         warm = dict(base, cache_dir=str(caches[1]), results_dir=str(tmp / "res2"))
-        t_first, (r1,) = oodbench_run(RunSpec(detectors=[detectors[0]], **warm))
-        t_second, (r2,) = oodbench_run(RunSpec(detectors=[detectors[1]], **warm))
+        t_first, (r1,) = oodbench_run(RunSpec(detectors=[first], params=_only(params, first),
+                                              **warm))
+        t_second, (r2,) = oodbench_run(RunSpec(detectors=[second], params=_only(params, second),
+                                               **warm))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     row = {
@@ -200,19 +231,26 @@ def main() -> None:
         "workers": workers, "official_precision": args.official_precision,
         "oodbench_precision": args.precision, "oodbench_decode": args.decode,
         "official_s": t_official, "oodbench_s": t_ours,
-        "speedup": t_official / t_ours, "max_abs_score_diff": diff,
-        "max_abs_auroc_diff": auroc_diff,
-        "first_detector": detectors[0], "first_run_s": t_first,
-        "first_detector_s": r1.timings["total"], "second_detector": detectors[1],
+        "speedup": t_official / t_ours, "max_abs_score_diff": max(diffs.values()),
+        "max_abs_auroc_diff": max(auroc_diffs.values()),
+        "first_detector": first, "first_run_s": t_first,
+        "first_detector_s": r1.timings["total"], "second_detector": second,
         "second_run_s": t_second, "second_detector_s": r2.timings["total"],
         "second_over_first_run": t_second / t_first,
-        "second_over_first_detector": r2.timings["total"] / r1.timings["total"], **env,
+        "second_over_first_detector": r2.timings["total"] / r1.timings["total"],
+        "params": ";".join(f"{d}.{k}={v}" for d, kv in params.items() for k, v in kv.items()),
+        "oodbench_precision_used": "+".join(sorted({r.backbone["precision"] for r in records})),
+        "score_diff_by_detector": ";".join(f"{d}={v:.3g}" for d, v in diffs.items()),
+        "auroc_diff_by_detector": ";".join(f"{d}={v:.3g}" for d, v in auroc_diffs.items()),
+        **env,
     }
     common.print_table([row], ["protocol", "backbone", "detectors", "images",
                                "official_precision", "oodbench_precision", "official_s",
                                "oodbench_s", "speedup", "max_abs_score_diff",
                                "max_abs_auroc_diff"])
     print()
+    print(f"max |score diff| per detector: {row['score_diff_by_detector']}")
+    print(f"max |AUROC diff| per detector: {row['auroc_diff_by_detector']}\n")
     common.print_table([row], ["first_detector", "first_run_s", "first_detector_s",
                                "second_detector", "second_run_s", "second_detector_s",
                                "second_over_first_run", "second_over_first_detector"])
@@ -220,6 +258,11 @@ def main() -> None:
           f"torch {env['torch']} threads {env['torch_threads']} workers {workers}")
     if not args.no_save:
         print(f"appended to {common.append_rows('official_vs_oodbench', [row])}")
+
+
+def _only(params: dict[str, dict], name: str) -> dict[str, dict]:
+    """The hyperparameters of ``name`` alone (a run spec refuses those of absent detectors)."""
+    return {name: params[name]} if name in params else {}
 
 
 if __name__ == "__main__":
