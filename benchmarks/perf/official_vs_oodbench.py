@@ -44,7 +44,15 @@ from oodbench.detectors.base import GLOBAL, LOCAL, Context, ZeroShotDetector
 from oodbench.features.extract import default_workers
 from oodbench.features.local import global_and_local
 from oodbench.registry import DETECTORS, PROTOCOLS
-from oodbench.runner import RunSpec, feature_kinds, make_detector, resolve_device, run, slug
+from oodbench.runner import (
+    RunSpec,
+    feature_kinds,
+    make_detector,
+    record_stem,
+    resolve_device,
+    run,
+    slug,
+)
 
 
 def parse_args() -> argparse.Namespace:
@@ -154,8 +162,9 @@ def oodbench_run(spec: RunSpec) -> tuple[float, list]:
 
 def record_scores(spec: RunSpec, rec) -> dict[str, np.ndarray]:
     """Per-set scores saved next to a record."""
-    stem = (Path(spec.results_dir) / "runs" / rec.protocol["name"] / slug(spec.backbone) /
-            rec.detector["name"] / f"seed{rec.seed}")
+    det = make_detector(rec.detector["name"], rec.detector["params"])  # "@hash" when not default
+    stem = record_stem(Path(spec.results_dir) / "runs" / rec.protocol["name"] /
+                       slug(spec.backbone), det, rec.seed)
     z = np.load(stem.with_suffix(".npz"))
     return {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("scores/")}
 
