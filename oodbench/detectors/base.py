@@ -72,6 +72,7 @@ class DetectorParams:
         coerced = {k: _coerce(v, hints[k], f"{where}{k}") for k, v in values.items()}
         obj = cls(**coerced)
         obj.validate()
+        obj._given = frozenset(values)  # the fields the user set (toy presets leave them alone)
         return obj
 
     def to_dict(self) -> dict:

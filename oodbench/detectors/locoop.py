@@ -42,12 +42,17 @@ def background_entropy_loss(local_logits: torch.Tensor, y: torch.Tensor,
 
 @dataclass
 class LoCoOpParams(DetectorParams):
-    """Official ImageNet recipe: 16 shots and ctx, lambda 0.25, K 200, SGD 0.002, 50 epochs."""
+    """Official ImageNet recipe: 16 shots and ctx, lambda 0.25, K 200, SGD 0.002, 50 epochs.
+
+    ``ctx_init`` is CoOp's CTX_INIT: words whose embeddings start the context (their count then
+    replaces ``n_ctx``); empty (the LoCoOp ImageNet config) draws it from N(0, 0.02²).
+    """
 
     preset: Literal["auto", "paper", "toy"] = "auto"
     shots: int = 16
     split_seed: int | None = None
     n_ctx: int = 16
+    ctx_init: str = ""
     lambda_en: float = 0.25
     top_k: int = 200
     epochs: float = 50.0
@@ -90,7 +95,8 @@ class LoCoOp(Detector):
         split, arrays = fewshot_features(ctx, p.shots, seed, {GLOBAL, LOCAL})
         names = ctx.protocol.training_classnames()
         gen = torch.Generator().manual_seed(ctx.seed)
-        learner = PromptLearner(model, tok, names, n_ctx=p.n_ctx, generator=gen).to(ctx.device)
+        learner = PromptLearner(model, tok, names, n_ctx=p.n_ctx, ctx_init=p.ctx_init or None,
+                                generator=gen).to(ctx.device)
         g = torch.as_tensor(arrays[GLOBAL]).float().to(ctx.device)
         loc = torch.as_tensor(arrays[LOCAL]).float().to(ctx.device)
         y = torch.as_tensor(arrays["labels"]).long().to(ctx.device)
@@ -119,7 +125,7 @@ class LoCoOp(Detector):
                              "effective_params": p.to_dict(), "logit_scale": scale,
                              "deviation": "cached centre-crop features, no per-step augmentation",
                              **info}
-        test = PromptLearner(model, tok, list(ctx.classnames), n_ctx=p.n_ctx).to(ctx.device)
+        test = PromptLearner(model, tok, list(ctx.classnames), n_ctx=learner.n_ctx).to(ctx.device)
         test.ctx.data.copy_(learner.ctx.data)
         with torch.no_grad():
             self.text = test().float()

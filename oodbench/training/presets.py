@@ -2,8 +2,9 @@
 
 Trainable detectors keep the paper's hyperparameters as their ``Params`` defaults and carry a
 ``preset`` field: ``auto`` (default) applies the detector's toy preset on protocols whose name
-starts with "toy", ``toy`` always, ``paper`` never. A preset only changes fields the user left at
-their default; the record's ``train`` names the preset and the effective values.
+starts with "toy", ``toy`` always, ``paper`` never. A preset only changes fields the user did not
+set (with ``--param``, even to the paper value); the record's ``train`` names the preset and the
+effective values.
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ def apply_preset(params, preset: dict, protocol_name: str):
     """``params`` with ``preset`` applied to every field still at its paper default."""
     if params.preset == "paper" or (params.preset == "auto" and not is_toy(protocol_name)):
         return params
-    default = type(params)()
-    changes = {k: v for k, v in preset.items() if getattr(params, k) == getattr(default, k)}
+    given = getattr(params, "_given", None)
+    if given is None:  # built in code rather than from user values: unchanged fields are defaults
+        default = type(params)()
+        given = {k for k in preset if getattr(params, k) != getattr(default, k)}
+    changes = {k: v for k, v in preset.items() if k not in given}
     return dataclasses.replace(params, **changes)
 
 
