@@ -29,3 +29,8 @@ def test_params_built_in_code_treat_changed_fields_as_set():
     p = LoCoOpParams(lr=0.05)
     toy = apply_preset(p, TOY_PRESET, "toy")
     assert toy.lr == 0.05 and toy.epochs == TOY_PRESET["epochs"]
+
+
+def test_a_float_written_without_a_dot_is_read_as_a_number():
+    # --param krnft.lr=1e-4 reaches from_dict as the string "1e-4" (YAML 1.1 needs a dot)
+    assert LoCoOpParams.from_dict({"lr": "1e-4"}).lr == 1e-4

@@ -153,3 +153,27 @@ def test_shipped_weights_zero_shot_accuracy(toy_clip):
         image_features(toy_clip, images) @ class_text_features(toy_clip, world.ID_CLASSES).T
     ).argmax(-1)
     assert (pred.numpy() == labels).mean() >= 0.85
+
+
+def test_shipped_weights_local_features_are_text_aligned(toy_clip):
+    """GL-MCM, LoCoOp and Local-Prompt read classes off single v-path patches, as on real CLIP."""
+    from oodbench.toy.train import class_text_features, local_accuracy
+
+    rng = np.random.default_rng(54321)
+    labels = np.repeat(np.arange(len(world.ID_CLASSES)), 12)
+    images = np.stack([gen.render_object(world.ID_CLASSES[i], rng)[0] for i in labels])
+    txt = class_text_features(toy_clip, world.ID_CLASSES)
+    assert local_accuracy(toy_clip, images, labels, txt) >= 0.7  # 0.21 before the dense loss
+
+
+def test_dense_class_loss_prefers_the_labelled_patches():
+    from oodbench.toy.train import dense_class_loss
+
+    prompts = torch.eye(3, 8)
+    local = torch.zeros(2, 5, 8)
+    local[:, :, 7] = 1.0  # background patches, orthogonal to every prompt
+    local[0, 0], local[1, 3] = prompts[2], prompts[1]  # one patch per image shows its class
+    scale = torch.tensor(10.0)
+    right = dense_class_loss(local, prompts, torch.tensor([2, 1]), scale, k=1)
+    wrong = dense_class_loss(local, prompts, torch.tensor([0, 0]), scale, k=1)
+    assert right < 0.01 < wrong

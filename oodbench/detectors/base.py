@@ -110,6 +110,11 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
         return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):  # YAML reads 1e-4 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if hint is bool and not isinstance(value, bool):
         raise ConfigError(f"hyperparameter {name}={value!r} must be true or false")
     if isinstance(hint, type) and not isinstance(value, hint):
