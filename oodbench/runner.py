@@ -16,7 +16,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
+import inspect
 import json
 import os
 import platform
@@ -566,6 +568,14 @@ def score_arrays(
     return np.concatenate(scores), np.concatenate(preds)
 
 
+@functools.cache
+def detector_code_digest(cls: type) -> str:
+    """sha256 of the source file defining a detector, so that cached scores do not outlive an edit
+    of its code or of its toy preset (which a user's params alone would not reveal)."""
+    path = inspect.getsourcefile(cls)
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16] if path else "unknown"
+
+
 def score_spec(
     det: Detector, seed: int, protocol: Protocol, backbone, manifest, kinds, decode: str = "cpu"
 ) -> dict:
@@ -574,6 +584,7 @@ def score_spec(
     return {
         "features": {k: spec_key(feature_spec(backbone, manifest, k, decode)) for k in kinds},
         "detector": det.describe(),
+        "code": detector_code_digest(type(det)),
         "seed": seed,
         "protocol": {
             "name": protocol.name,

@@ -48,6 +48,16 @@ def test_second_detector_extracts_no_image_features(standin_root, tmp_path):
     assert again.cache["scores_hit"] and again.metrics == first.metrics
 
 
+def test_cached_scores_do_not_outlive_an_edit_of_the_detector_code(standin_root, tmp_path,
+                                                                    monkeypatch):
+    run(_spec(standin_root, tmp_path, ["mcm"]))
+    (hit,) = run(_spec(standin_root, tmp_path, ["mcm"]))
+    assert hit.cache["scores_hit"]
+    monkeypatch.setattr(runner, "detector_code_digest", lambda cls: "edited")
+    (fresh,) = run(_spec(standin_root, tmp_path, ["mcm"]))
+    assert not fresh.cache["scores_hit"]
+
+
 def test_detectors_of_one_run_share_features(standin_root, tmp_path):
     a, b = run(_spec(standin_root, tmp_path, ["mcm", "maxlogit"]))
     assert all(v == {"global": "memory"} for v in b.cache["images"].values())
