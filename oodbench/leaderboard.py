@@ -227,14 +227,21 @@ def _group_members(rec: ResultRecord) -> dict[str, list[str]]:
     return out
 
 
+def backbone_label(backbone: dict) -> str:
+    """A record's backbone as a leaderboard shows it: the spec, with the precision unless fp32."""
+    precision = backbone.get("precision", "fp32")
+    return backbone["spec"] + ("" if precision == "fp32" else f" ({precision})")
+
+
 def rows_of(runs: Sequence[Run]) -> list[Row]:
     """Runs grouped into rows (detector dir x backbone x detector version), best average first."""
     rows: dict[tuple[str, str, str], Row] = {}
     for r in runs:
         det = r.record.detector
-        key = (r.label, r.record.backbone["spec"], str(det.get("version")))
+        bb = backbone_label(r.record.backbone)
+        key = (r.label, bb, str(det.get("version")))
         row = rows.setdefault(key, Row(r.label, det["name"], str(det.get("version")),
-                                       det.get("params", {}), r.record.backbone["spec"]))
+                                       det.get("params", {}), bb))
         row.runs.append(r)
     for row in rows.values():
         row.runs.sort(key=lambda r: r.record.seed)

@@ -6,7 +6,7 @@ group the union of the detectors' feature kinds is extracted first, in one pass 
 image is decoded and encoded once however many detectors, and of which kinds, the run holds.
 
 For each (detector, seed) the runner writes a :class:`~oodbench.record.ResultRecord` to
-``<results>/runs/<protocol>/<backbone>/<detector>/seed<k>.json`` with the per-image scores beside it
+``<results>/runs/<protocol>/<backbone>[@precision]/<detector>/seed<k>.json`` with the per-image scores beside it
 (``.npz``). Image features are shared by every detector of the run and, through the cache, of later
 runs; scores are cached too, so a rerun that changes nothing recomputes nothing.
 """
@@ -212,6 +212,12 @@ def slug(text: str) -> str:
         arch, _, path = text.partition(":")
         text = f"{arch}:{Path(path).stem}"
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+
+
+def backbone_dir(backbone_spec: str, precision: str = "fp32") -> str:
+    """Record folder of a backbone: its slug, with ``@<precision>`` unless fp32, so that an fp32
+    and a bf16 run of one detector keep separate records."""
+    return slug(backbone_spec) + ("" if precision == "fp32" else f"@{precision}")
 
 
 def record_stem(spec_dir: Path, detector: Detector, seed: int) -> Path:
@@ -501,7 +507,8 @@ def run_one(
     extract_s = feats.take_seconds()
     _, precision_why = resolve_precision(spec.precision, det)
     stem = record_stem(
-        Path(spec.results_dir) / "runs" / protocol.name / slug(spec.backbone), det, seed
+        Path(spec.results_dir) / "runs" / protocol.name
+        / backbone_dir(spec.backbone, backbone.precision), det, seed
     )
     if distributed.is_main():  # under torchrun only rank 0 writes records
         atomic_save_npz(

@@ -155,3 +155,14 @@ def test_all_detectors_kinds_are_extracted_in_one_pass(tmp_path, monkeypatch):
                                              "chunks_reused": 0}
         assert glmcm.cache["images"][name] == {"global": "memory", "local": "extracted"}
     assert mcm.timings["extract"] > 0 and glmcm.timings["extract"] == 0.0
+
+
+def test_fp32_and_bf16_runs_keep_separate_records_and_leaderboard_rows(standin_root, tmp_path):
+    from oodbench.leaderboard import load_runs, rows_of
+
+    run(_spec(standin_root, tmp_path, ["mcm"]))
+    run(_spec(standin_root, tmp_path, ["mcm"], precision="bf16"))
+    runs = tmp_path / "res/runs/imagenet1k-mos4"
+    assert sorted(p.name for p in runs.iterdir()) == ["tiny-random", "tiny-random@bf16"]
+    rows = rows_of(load_runs(tmp_path / "res"))
+    assert sorted(r.backbone for r in rows) == ["tiny-random", "tiny-random (bf16)"]

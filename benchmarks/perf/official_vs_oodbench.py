@@ -46,12 +46,12 @@ from oodbench.features.local import global_and_local
 from oodbench.registry import DETECTORS, PROTOCOLS
 from oodbench.runner import (
     RunSpec,
+    backbone_dir,
     feature_kinds,
     make_detector,
     record_stem,
     resolve_device,
     run,
-    slug,
 )
 
 
@@ -164,7 +164,7 @@ def record_scores(spec: RunSpec, rec) -> dict[str, np.ndarray]:
     """Per-set scores saved next to a record."""
     det = make_detector(rec.detector["name"], rec.detector["params"])  # "@hash" when not default
     stem = record_stem(Path(spec.results_dir) / "runs" / rec.protocol["name"] /
-                       slug(spec.backbone), det, rec.seed)
+                       backbone_dir(spec.backbone, rec.backbone["precision"]), det, rec.seed)
     z = np.load(stem.with_suffix(".npz"))
     return {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("scores/")}
 
