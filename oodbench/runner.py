@@ -6,9 +6,10 @@ group the union of the detectors' feature kinds is extracted first, in one pass 
 image is decoded and encoded once however many detectors, and of which kinds, the run holds.
 
 For each (detector, seed) the runner writes a :class:`~oodbench.record.ResultRecord` to
-``<results>/runs/<protocol>/<backbone>[@precision]/<detector>/seed<k>.json`` with the per-image scores beside it
-(``.npz``). Image features are shared by every detector of the run and, through the cache, of later
-runs; scores are cached too, so a rerun that changes nothing recomputes nothing.
+``<results>/runs/<protocol>/<backbone>[@precision]/<detector>/seed<k>.json`` with the per-image
+scores beside it (``.npz``). Image features are shared by every detector of the run and, through
+the cache, of later runs; scores are cached too, so a rerun that changes nothing recomputes
+nothing.
 """
 
 from __future__ import annotations
