@@ -35,7 +35,13 @@ import torch
 from oodbench import metrics as M
 from oodbench.backbones import load_backbone
 from oodbench.data.images import readable_manifests
-from oodbench.detectors.base import GLOBAL, PRECISIONS, Context, Detector, resolve_precision
+from oodbench.detectors.base import (
+    GLOBAL,
+    Context,
+    Detector,
+    check_precision,
+    resolve_precision,
+)
 from oodbench.errors import ConfigError
 from oodbench.features import distributed
 from oodbench.features.cache import Cache, default_cache_dir, spec_key
@@ -97,9 +103,7 @@ class RunSpec:
             raise ConfigError(f"batch_size must be positive, got {self.batch_size}")
         if self.chunk_size <= 0:
             raise ConfigError(f"chunk_size must be positive, got {self.chunk_size}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision {self.precision!r} unknown; use one of "
-                              f"{list(PRECISIONS)}")
+        check_precision(self.precision)
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "run spec") -> RunSpec:

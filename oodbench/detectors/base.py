@@ -221,11 +221,16 @@ class Detector:
         return {"name": self.name, "version": self.version, "params": self.params.to_dict()}
 
 
+def check_precision(precision: str) -> None:
+    """Raise ConfigError unless ``precision`` is one of :data:`PRECISIONS`."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision {precision!r} unknown; use one of {list(PRECISIONS)}")
+
+
 def resolve_precision(requested: str, detector: type[Detector] | Detector) -> tuple[str, str]:
     """(precision to run ``detector`` at, why): ``requested``, or the detector's own ``precision``
     when ``requested`` is more reduced than the detector tolerates."""
-    if requested not in PRECISIONS:
-        raise ConfigError(f"precision {requested!r} unknown; use one of {list(PRECISIONS)}")
+    check_precision(requested)
     floor = detector.precision
     if floor not in PRECISIONS:
         raise ConfigError(f"detector {detector.name!r} declares precision {floor!r}, "

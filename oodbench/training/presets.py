@@ -18,7 +18,7 @@ def is_toy(protocol_name: str) -> bool:
 
 
 def apply_preset(params, preset: dict, protocol_name: str):
-    """``params`` with ``preset`` applied to every field still at its paper default."""
+    """``params`` with ``preset`` applied to every field the user did not set."""
     if params.preset == "paper" or (params.preset == "auto" and not is_toy(protocol_name)):
         return params
     given = getattr(params, "_given", None)
