@@ -76,3 +76,39 @@ def test_preprocess_override_and_unknown_field():
     assert bb.preprocess.interpolation == "bilinear"
     with pytest.raises(BackboneError, match="unknown preprocessing"):
         load_backbone("tiny-random", preprocess={"interp": "bilinear"})
+
+
+@pytest.mark.parametrize("name", ["tiny-random", "toy"])
+def test_text_forward_stops_at_the_last_eot_and_matches_the_full_forward(name):
+    from oodbench.backbones.base import encode_tokens
+
+    bb = load_backbone(name)
+    prompts = ["a photo of a cat.", "a", "a photo of a very small striped arrow on grey!", "!"]
+    tokens = bb.tokenizer(prompts)
+    seen = []
+    hook = bb.model.transformer.register_forward_pre_hook(
+        lambda _m, args, kwargs: seen.append(args[0].shape[1]), with_kwargs=True)
+    try:
+        with torch.inference_mode():
+            short = encode_tokens(bb.model, tokens)
+            full = bb.model.encode_text(tokens)
+    finally:
+        hook.remove()
+    assert seen[0] == int(tokens.argmax(dim=-1).max()) + 1 < tokens.shape[1] == seen[1]
+    assert torch.allclose(short, full, atol=1e-5, rtol=1e-5)
+
+
+def test_text_forward_without_a_causal_mask_runs_in_full():
+    import open_clip
+
+    from oodbench.backbones.base import encode_tokens
+    from oodbench.backbones.tiny import TINY_CONFIG
+
+    cfg = {**TINY_CONFIG, "text_cfg": {**TINY_CONFIG["text_cfg"], "no_causal_mask": True,
+                                       "pool_type": "last"}}
+    torch.manual_seed(0)
+    model = open_clip.CLIP(**cfg).eval()
+    tokens = open_clip.get_tokenizer("ViT-B-32")(["a photo of a cat", "a dog"],
+                                                 context_length=model.context_length)
+    with torch.inference_mode():
+        assert torch.equal(encode_tokens(model, tokens), model.encode_text(tokens))

@@ -3,12 +3,12 @@
 The official-style loop does what the MCM and OpenOOD evaluation scripts do: for every detector,
 read and decode every test image again through torchvision transforms (float normalisation on the
 CPU), encode it, and for zero-shot classifiers re-encode the class prompts for every batch
-(MCM's ``get_ood_scores_clip`` tokenises and encodes them inside its batch loop); detectors that
-prepare text once (NegLabel's mining) do it once per detector. GL-MCM's pass computes the global
-and the local (v-path patch) features of each batch in one forward, as the official GL-MCM script
-does, with the function behind oodbench's ``local`` kind. oodbench runs the same detectors in one
-``oodbench run`` on an empty cache: features extracted once (all kinds in one pass), text encoded
-once.
+(MCM's ``get_ood_scores_clip`` tokenises and encodes them inside its batch loop, over all the
+context tokens); detectors that prepare text once (NegLabel's mining) do it once per detector.
+GL-MCM's pass computes the global and the local (v-path patch) features of each batch in one
+forward, as the official GL-MCM script does, with the function behind oodbench's ``local`` kind.
+oodbench runs the same detectors in one ``oodbench run`` on an empty cache: features extracted
+once (all kinds in one pass), text encoded once.
 
 Both run on the same protocol, model, batch size, loader workers and threads, in one process,
 one after the other; the speed-up is official seconds / oodbench seconds, and the largest score
@@ -125,7 +125,8 @@ def official_loop(spec: RunSpec, protocol, device, precision: str = "fp32"
                              "zero-shot detectors only (global and local features)")
         local = LOCAL in det.needs  # GL-MCM: global and local features from one forward
         ctx = Context(backbone=bb, protocol=protocol, seed=0, device=device,
-                      encode_text=bb.encode_text, split_features=None,
+                      encode_text=lambda prompts: full_length_text(bb, prompts),
+                      split_features=None,
                       artifact_dir=Path(tempfile.mkdtemp(prefix="oodbench-perf-art-")))
         det.setup(ctx)
         per_batch_text = isinstance(det, ZeroShotDetector)
@@ -151,6 +152,21 @@ def official_loop(spec: RunSpec, protocol, device, precision: str = "fp32"
                     out.append(det.score(feats).double().cpu().numpy())
             scores[name][s.name] = np.concatenate(out)
     return scores
+
+
+@torch.inference_mode()
+def full_length_text(bb, prompts: list[str], batch_size: int = 256) -> torch.Tensor:
+    """Text features as the official scripts get them: ``encode_text`` over all context tokens.
+
+    (oodbench's own ``Backbone.encode_text`` stops at the last end-of-text token.)
+    """
+    autocast = bb.device.type == "cuda" and bb.dtype != torch.float32
+    out = []
+    for i in range(0, len(prompts), batch_size):
+        tokens = bb.tokenizer(prompts[i : i + batch_size]).to(bb.device)
+        with torch.autocast(bb.device.type, dtype=bb.dtype, enabled=autocast):
+            out.append(F.normalize(bb.model.encode_text(tokens).float(), dim=-1))
+    return torch.cat(out) if out else torch.empty(0, bb.embed_dim, device=bb.device)
 
 
 def oodbench_run(spec: RunSpec) -> tuple[float, list]:

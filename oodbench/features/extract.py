@@ -83,8 +83,8 @@ def register_joint(kinds: tuple[str, ...], encoder: Callable) -> None:
 
     It is used when all of ``kinds`` are extracted together. Its output must equal, byte for byte,
     what each kind's own encoder gives (the cache key does not say how a kind was computed); this
-    is checked on the first batch for each backbone, and where it does not hold the kinds' own
-    encoders are used instead.
+    is checked on two images of the first batch for each backbone, and where it does not hold the
+    kinds' own encoders are used instead.
     """
     JOINT_ENCODERS[tuple(kinds)] = encoder
 
@@ -301,9 +301,11 @@ def _encode_chunks(backbone, manifest, kinds, ranges, batch_size, workers, progr
             current = r
             checked = False
             for group, enc in plan:
-                feats = backoff(lambda x, enc=enc: enc(backbone, x), images)
                 if len(group) > 1 and _joint_key(backbone, group) not in _JOINT_VERDICTS:
-                    feats, checked = _check_joint(backbone, group, feats, images, backoff), True
+                    checked = True
+                    if not _check_joint(backbone, group, enc, images):
+                        enc = _separately(group)
+                feats = backoff(lambda x, enc=enc: enc(backbone, x), images)
                 for k, f in zip(group, feats, strict=True):
                     acc[k].append(f.to("cpu", non_blocking=True))
             if checked:
@@ -337,16 +339,22 @@ def _joint_key(backbone, group) -> tuple[str, str, tuple[str, ...]]:
     return (repr(sorted(backbone.key().items())), backbone.device.type, tuple(group))
 
 
-def _check_joint(backbone, group, feats, images, backoff) -> tuple[torch.Tensor, ...]:
-    """Compare a joint pass with the kinds' own encoders on one batch; returns the latter's
-    output, and remembers for the backbone whether the joint pass may be used."""
-    own = tuple(backoff(lambda x, k=k: KIND_ENCODERS[k][0](backbone, x), images) for k in group)
-    same = all(torch.equal(a, b) for a, b in zip(feats, own, strict=True))
+def _check_joint(backbone, group, enc, images, sample: int = 2) -> bool:
+    """Whether the joint pass equals the kinds' own encoders on the batch's first ``sample``
+    images (a few forwards, not a batch's worth); the verdict is remembered for the backbone."""
+    x = images[:sample]
+    own = tuple(KIND_ENCODERS[k][0](backbone, x) for k in group)
+    same = all(torch.equal(a, b) for a, b in zip(enc(backbone, x), own, strict=True))
     _JOINT_VERDICTS[_joint_key(backbone, group)] = same
     if not same:
         say(f"[yellow]the joint encoder of {'+'.join(group)} differs from the kinds' own "
             f"encoders on {backbone.name}; encoding them in separate passes[/]")
-    return own
+    return same
+
+
+def _separately(group) -> Callable:
+    """An encoder giving ``group``'s kinds from their own encoders, one pass each."""
+    return lambda bb, x: tuple(KIND_ENCODERS[k][0](bb, x) for k in group)
 
 
 def _to_numpy(acc: dict[str, list[torch.Tensor]], kinds) -> dict[str, np.ndarray]:
