@@ -226,11 +226,14 @@ def backbone_dir(backbone_spec: str, precision: str = "fp32") -> str:
 
 
 def record_stem(spec_dir: Path, detector: Detector, seed: int) -> Path:
-    """runs/<protocol>/<backbone>/<detector>[@params-hash]/seed<k> (hash when params differ)."""
+    """runs/<protocol>/<backbone>/<detector>[@params-hash]/seed<k> (hash when params differ, or
+    when some were set to their default by hand, which keeps a toy preset off them)."""
     default = type(detector).Params().to_dict()
     params = detector.params.to_dict()
     name = detector.name
-    if params != default:
+    if explicit := detector.params.explicit_defaults():
+        name += "@" + spec_key({**params, "explicit_defaults": explicit})[:8]
+    elif params != default:
         name += "@" + spec_key(params)[:8]
     return spec_dir / name / f"seed{seed}"
 
@@ -459,7 +462,9 @@ def run_one(
     t_setup = time.perf_counter()
     text_stats: dict = {"text_hits": 0, "text_misses": 0}
     scores_hit = all(v is not None for v in cached.values())
-    if not scores_hit:
+    if scores_hit:  # what setup reported (training split, checkpoint) when the scores were made
+        info = dict(cache.meta("scores", score_specs[protocol.id_test.name]).get("setup_info", {}))
+    else:
         seed_everything(seed)
         ctx = Context(
             backbone=backbone,
@@ -491,7 +496,8 @@ def run_one(
         else:
             sc, pr = score_arrays(det, arrays[s.name], backbone.device)
             both = np.stack([sc, pr.astype(np.float64)])
-            cache.save("scores", score_specs[s.name], both, detector=det.name, set=s.name)
+            cache.save("scores", score_specs[s.name], both, detector=det.name, set=s.name,
+                       setup_info=info)
         scores[s.name], preds[s.name] = both[0], both[1].astype(np.int64)
     t_metrics = time.perf_counter()
     labels = {s.name: np.asarray(feats.manifest(s).labels) for s in sets}

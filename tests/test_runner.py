@@ -166,3 +166,31 @@ def test_fp32_and_bf16_runs_keep_separate_records_and_leaderboard_rows(standin_r
     assert sorted(p.name for p in runs.iterdir()) == ["tiny-random", "tiny-random@bf16"]
     rows = rows_of(load_runs(tmp_path / "res"))
     assert sorted(r.backbone for r in rows) == ["tiny-random", "tiny-random (bf16)"]
+
+
+def test_a_field_set_to_its_default_by_hand_is_not_the_toy_preset(tmp_path):
+    from oodbench.detectors.locoop import LoCoOp
+
+    unset, by_hand = LoCoOp({}), LoCoOp({"shots": 16})  # 16 is the default; the toy preset's is 8
+    assert unset.params.to_dict() == by_hand.params.to_dict()
+    assert by_hand.describe()["explicit_defaults"] == ["shots"]
+    assert "explicit_defaults" not in unset.describe()
+    assert runner.record_stem(tmp_path, unset, 0) != runner.record_stem(tmp_path, by_hand, 0)
+    assert runner.record_stem(tmp_path, unset, 0).parent.name == "locoop"
+    assert LoCoOp({"shots": 8}).params.explicit_defaults() == []
+
+
+def test_cached_scores_keep_what_setup_recorded(standin_root, tmp_path, monkeypatch):
+    from oodbench.detectors.mcm import MCM
+
+    orig = MCM.setup
+
+    def setup(self, ctx):
+        orig(self, ctx)
+        ctx.info["train"] = {"split": "4-shot seed 0", "checkpoint": "abc"}
+
+    monkeypatch.setattr(MCM, "setup", setup)
+    (first,) = run(_spec(standin_root, tmp_path, ["mcm"]))
+    (again,) = run(_spec(standin_root, tmp_path, ["mcm"]))
+    assert again.cache["scores_hit"] and not first.cache["scores_hit"]
+    assert again.train == first.train == {"split": "4-shot seed 0", "checkpoint": "abc"}

@@ -79,6 +79,15 @@ class DetectorParams:
         """Plain dict for records and cache keys."""
         return dataclasses.asdict(self)
 
+    def explicit_defaults(self) -> list[str]:
+        """Fields the user set to their default value: ``to_dict`` cannot tell them from unset
+        ones, yet a toy preset (``preset`` field) changes only the unset ones."""
+        if "preset" not in {f.name for f in dataclasses.fields(self)}:
+            return []
+        default = type(self)()
+        return sorted(k for k in getattr(self, "_given", ())
+                      if getattr(self, k) == getattr(default, k))
+
 
 def _coerce(value: Any, hint: Any, name: str) -> Any:
     """Check ``value`` against a simple type hint; ints are accepted where floats are expected."""
@@ -217,8 +226,12 @@ class Detector:
         return self.score(feats), self.predict(feats)
 
     def describe(self) -> dict:
-        """Name, version and resolved hyperparameters, for the result record."""
-        return {"name": self.name, "version": self.version, "params": self.params.to_dict()}
+        """Name, version and hyperparameters, for the result record and the score cache key
+        (plus the fields set to their default by hand, which keep a toy preset off them)."""
+        d = {"name": self.name, "version": self.version, "params": self.params.to_dict()}
+        if explicit := self.params.explicit_defaults():
+            d["explicit_defaults"] = explicit
+        return d
 
 
 def check_precision(precision: str) -> None:

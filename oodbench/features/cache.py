@@ -113,6 +113,16 @@ class Cache:
                 return None
         return arr
 
+    def meta(self, level: str, spec: dict) -> dict:
+        """The sidecar of a valid entry (its spec, shape, checksum and the ``info`` saved with
+        it); {} when there is none."""
+        key = spec_key(spec)
+        d = self.entry_dir(level, key)
+        if not (d / "meta.json").is_file():
+            return {}
+        with self.entry_lock(level, key):
+            return self._valid_meta(d, key, level, check_sum=False) or {}
+
     def save(self, level: str, spec: dict, array: np.ndarray, **info) -> Path:
         """Store ``array`` under ``spec`` atomically (array first, then the sidecar).
 
