@@ -597,9 +597,10 @@ def detector_code_digest(cls: type) -> str:
 def score_spec(
     det: Detector, seed: int, protocol: Protocol, backbone, manifest, kinds, decode: str = "cpu"
 ) -> dict:
-    """Cache key of one detector's scores on one set."""
+    """Cache key of one detector's scores on one set (entries of layout 2 carry setup's info)."""
     train = protocol.train.manifest.digest() if protocol.train is not None else None
     return {
+        "layout": 2,
         "features": {k: spec_key(feature_spec(backbone, manifest, k, decode)) for k in kinds},
         "detector": det.describe(),
         "code": detector_code_digest(type(det)),
