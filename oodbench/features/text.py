@@ -13,7 +13,8 @@ from oodbench.features.cache import Cache
 def text_spec(backbone, prompts: list[str]) -> dict:
     """Cache key of a prompt list's embeddings under one backbone."""
     h = hashlib.sha256("\n".join(prompts).encode()).hexdigest()
-    return {"backbone": backbone.key(), "prompts_sha256": h, "n": len(prompts), "norm": "l2"}
+    return {"backbone": backbone.key(), "prompts_sha256": h, "n": len(prompts), "norm": "l2",
+            "forward": "to-last-eot"}  # backbones.base.encode_tokens (rounding differs from 77)
 
 
 def encode_text_cached(backbone, prompts: list[str], cache: Cache | None,
