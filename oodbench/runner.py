@@ -384,8 +384,8 @@ def run(spec: RunSpec) -> list[ResultRecord]:
     protocol = PROTOCOLS.get(spec.protocol)().build(
         Path(data_root) if data_root else None, cache.root
     )
-    for n in spec.detectors:  # fail on bad hyperparameters before any work
-        make_detector(n, spec.params.get(n))
+    for n in spec.detectors:  # fail on bad hyperparameters or protocols before any work
+        make_detector(n, spec.params.get(n)).check_protocol(protocol)
     checked, skipped = readable_manifests(  # fail on unreadable images before any work
         {s.name: s.manifest.limit(spec.limit) for s in protocol.sets()}, spec.skip_unreadable, cache
     )

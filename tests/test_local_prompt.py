@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+import pytest
 import torch
 import torch.nn.functional as F
 
 from oodbench.detectors.local_prompt import (
+    LocalPrompt,
     diversity_loss,
     negative_region_loss,
     positive_region_loss,
 )
+from oodbench.errors import ConfigError
 
 G = torch.Generator().manual_seed(0)
 B, R, C, M, K = 2, 6, 4, 3, 2
@@ -44,3 +49,11 @@ def test_diversity_counts_the_diagonal():
     n = F.normalize(q, dim=-1)
     off = sum(float(n[i] @ n[j]) for i in range(5) for j in range(5) if i != j)
     assert abs(float(diversity_loss(q)) - (5 + off) / 20) < 1e-5
+
+
+def test_a_protocol_with_another_label_set_is_refused_by_name():
+    same = SimpleNamespace(name="toy", classnames=["a"], training_classnames=lambda: ["a"])
+    other = SimpleNamespace(name="toy-unseen", classnames=["c"], training_classnames=lambda: ["a"])
+    LocalPrompt({}).check_protocol(same)
+    with pytest.raises(ConfigError, match="toy-unseen.*krnft, lapt or locoop"):
+        LocalPrompt({}).check_protocol(other)

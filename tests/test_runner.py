@@ -194,3 +194,16 @@ def test_cached_scores_keep_what_setup_recorded(standin_root, tmp_path, monkeypa
     (again,) = run(_spec(standin_root, tmp_path, ["mcm"]))
     assert again.cache["scores_hit"] and not first.cache["scores_hit"]
     assert again.train == first.train == {"split": "4-shot seed 0", "checkpoint": "abc"}
+
+
+def test_a_detector_refusing_the_protocol_stops_the_run_before_any_work(standin_root, tmp_path,
+                                                                         monkeypatch):
+    from oodbench.errors import ConfigError
+
+    def refuse(self, protocol):
+        raise ConfigError(f"maxlogit cannot run on {protocol.name}")
+
+    monkeypatch.setattr(MaxLogit, "check_protocol", refuse)
+    with pytest.raises(ConfigError, match="cannot run on imagenet1k-mos4"):
+        run(_spec(standin_root, tmp_path, ["mcm", "maxlogit"]))
+    assert not (tmp_path / "res").exists() and not (tmp_path / "cache" / "images").exists()

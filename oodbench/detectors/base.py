@@ -207,6 +207,10 @@ class Detector:
             )
         self.ready = False
 
+    def check_protocol(self, protocol) -> None:
+        """Raise ConfigError when this detector cannot run on ``protocol`` (called before any
+        work, so that a run of several detectors does not stop halfway)."""
+
     def setup(self, ctx: Context) -> None:
         """Prepare for one (backbone, protocol, seed): text classifiers, mining, training."""
         self.ready = True

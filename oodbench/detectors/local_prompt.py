@@ -128,13 +128,16 @@ class LocalPrompt(Detector):
     Params = LocalPromptParams
     needs = frozenset({GLOBAL, LOCAL, TRAIN, IMAGES})
 
+    def check_protocol(self, protocol) -> None:
+        if list(protocol.classnames) != list(protocol.training_classnames()):
+            raise ConfigError(f"local-prompt learns one local prompt per training class, so it "
+                              f"cannot score protocol {protocol.name}, whose ID label set "
+                              "differs from its training classes; use krnft, lapt or locoop there")
+
     def setup(self, ctx: Context) -> None:
         p = self.effective = apply_preset(self.params, TOY_PRESET, ctx.protocol.name)
+        self.check_protocol(ctx.protocol)
         names = ctx.protocol.training_classnames()
-        if list(ctx.classnames) != list(names):
-            raise ConfigError(f"local-prompt learns one local prompt per training class, so it "
-                              f"cannot score protocol {ctx.protocol.name}, whose ID label set "
-                              "differs from its training classes; use krnft, lapt or locoop there")
         model, tok = ctx.backbone.model, ctx.backbone.tokenizer
         freeze(model)
         self.t_glob = ctx.encode_text([f"a photo of a {c}." for c in names]).float().clone()
