@@ -74,8 +74,10 @@ class LoCoOpParams(DetectorParams):
         require(self.max_steps is None or self.max_steps > 0, "max_steps", "must be positive")
 
 
-TOY_PRESET = {"shots": 8, "top_k": 2, "epochs": 40.0, "batch_size": 16, "lr": 0.02,
-              "warmup_epochs": 0.0}
+# The paper's recipe, K scaled to the label set (200 of 1,000 ImageNet classes -> 2 of 10). It
+# runs in CPU seconds on toy (16 shots, 250 steps). An earlier preset (8 shots, 40 epochs,
+# batch 16, lr 0.02) was worse on toy: avg FPR95 54.38 / 52.83 / 32.95 over seeds 0-2.
+TOY_PRESET = {"top_k": 2}
 
 
 @DETECTORS.register("locoop")
