@@ -20,12 +20,13 @@ from oodbench.runner import RunSpec, run
 LIMIT = 120  # images per set: enough for a stable direction check, small enough for CPU
 SMOKE_STEPS = 8
 SMOKE_BATCH = 32
+SMOKE_SHOTS = 8  # LIMIT leaves 12 training images per toy class where the split is limited too
 
 
 def smoke_params(name: str) -> dict:
     """Hyperparameters that keep a trainable detector's training to a few steps."""
     fields = {f.name for f in dataclasses.fields(oodbench.DETECTORS.get(name).Params)}
-    smoke = {"max_steps": SMOKE_STEPS, "batch_size": SMOKE_BATCH}
+    smoke = {"max_steps": SMOKE_STEPS, "batch_size": SMOKE_BATCH, "shots": SMOKE_SHOTS}
     return {k: v for k, v in smoke.items() if k in fields}
 
 
