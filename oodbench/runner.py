@@ -348,10 +348,12 @@ def extract_lock(cache: Cache, backbone, manifest):
 
 
 def locked_extract(backbone, manifest, kinds, cache: Cache, spec: RunSpec, bar):
-    """:func:`extract` under :func:`extract_lock` (for detectors' own feature requests)."""
+    """:func:`extract` under :func:`extract_lock` (for detectors' own feature requests), with
+    the run's decode path, as the score keys that name these features assume."""
     with extract_lock(cache, backbone, manifest):
         return extract(backbone, manifest, list(kinds), cache, batch_size=spec.batch_size,
-                       workers=spec.workers, chunk_size=spec.chunk_size, progress=bar)
+                       workers=spec.workers, chunk_size=spec.chunk_size, progress=bar,
+                       decode=spec.decode)
 
 
 def feature_kinds(needs: frozenset[str]) -> list[str]:

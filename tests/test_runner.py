@@ -207,3 +207,14 @@ def test_a_detector_refusing_the_protocol_stops_the_run_before_any_work(standin_
     with pytest.raises(ConfigError, match="cannot run on imagenet1k-mos4"):
         run(_spec(standin_root, tmp_path, ["mcm", "maxlogit"]))
     assert not (tmp_path / "res").exists() and not (tmp_path / "cache" / "images").exists()
+
+
+def test_detectors_own_feature_requests_use_the_runs_decode_path(monkeypatch):
+    import contextlib
+
+    seen: dict = {}
+    monkeypatch.setattr(runner, "extract_lock", lambda *a: contextlib.nullcontext())
+    monkeypatch.setattr(runner, "extract", lambda *a, **kw: seen.update(kw) or {})
+    spec = RunSpec(detectors=["cma"], protocol="toy", decode="device")
+    runner.locked_extract(None, None, ["global"], None, spec, None)
+    assert seen["decode"] == "device"
