@@ -215,6 +215,6 @@ def test_detectors_own_feature_requests_use_the_runs_decode_path(monkeypatch):
     seen: dict = {}
     monkeypatch.setattr(runner, "extract_lock", lambda *a: contextlib.nullcontext())
     monkeypatch.setattr(runner, "extract", lambda *a, **kw: seen.update(kw) or {})
-    spec = RunSpec(detectors=["cma"], protocol="toy", decode="device")
+    spec = RunSpec(detectors=["cma"], protocol="toy", backbone="toy", decode="device")
     runner.locked_extract(None, None, ["global"], None, spec, None)
     assert seen["decode"] == "device"
