@@ -73,6 +73,7 @@ class Row:
     params: dict
     backbone: str
     runs: list[Run] = field(default_factory=list)
+    explicit: tuple[str, ...] = ()  # params set by hand to their default (kept off toy presets)
 
     @property
     def seeds(self) -> list[int]:
@@ -241,7 +242,8 @@ def rows_of(runs: Sequence[Run]) -> list[Row]:
         bb = backbone_label(r.record.backbone)
         key = (r.label, bb, str(det.get("version")))
         row = rows.setdefault(key, Row(r.label, det["name"], str(det.get("version")),
-                                       det.get("params", {}), bb))
+                                       det.get("params", {}), bb,
+                                       explicit=tuple(det.get("explicit_defaults", ()))))
         row.runs.append(r)
     for row in rows.values():
         row.runs.sort(key=lambda r: r.record.seed)
@@ -455,7 +457,8 @@ def params_text(row: Row) -> str:
     if "@" not in row.label:
         return "default"
     defaults = _default_params(row.detector)
-    diff = {k: v for k, v in row.params.items() if defaults is None or defaults.get(k) != v}
+    diff = {k: v for k, v in row.params.items()
+            if defaults is None or defaults.get(k) != v or k in row.explicit}
     return ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(diff.items())) or "default"
 
 

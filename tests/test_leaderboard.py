@@ -200,3 +200,13 @@ def test_plots_are_written_and_linked(tmp_path):
         png = tmp_path / "lb" / "p" / f"mcm__ViT-B-16_openai_{suffix}.png"
         assert png.read_bytes()[:4] == b"\x89PNG"
         assert f"(p/{png.name})" in md
+
+
+def test_a_param_set_by_hand_to_its_default_is_shown_in_the_row():
+    from oodbench.detectors.locoop import LoCoOpParams
+    from oodbench.leaderboard import Row, params_text
+
+    params = LoCoOpParams().to_dict()  # shots 16, the paper's, which the toy preset replaces
+    by_hand = Row("locoop@1234abcd", "locoop", "1", params, "toy", explicit=("shots",))
+    assert params_text(by_hand) == "shots=16"
+    assert params_text(Row("locoop", "locoop", "1", params, "toy")) == "default"
