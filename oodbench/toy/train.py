@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from oodbench.backbones.base import encode_tokens
 from oodbench.features.local import global_and_local
 from oodbench.toy import generator as gen
 from oodbench.toy import world
@@ -164,17 +165,6 @@ class Tokens:
         return torch.stack([self.cache[t] for t in texts])
 
 
-def encode_text_short(model, tokens: torch.Tensor) -> torch.Tensor:
-    """model.encode_text computed up to the longest caption (exact thanks to the causal mask)."""
-    length = int((tokens != 0).sum(1).max())
-    t = tokens[:, :length]
-    x = model.token_embedding(t) + model.positional_embedding[:length]
-    x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
-    x = model.ln_final(x)
-    x = x[torch.arange(x.shape[0]), t.argmax(dim=-1)]
-    return x @ model.text_projection
-
-
 def param_groups(model, weight_decay: float) -> list[dict]:
     """AdamW groups: decay on matrices, none on gains, biases, embeddings and the logit scale."""
     no_decay = ("positional_embedding", "class_embedding", "token_embedding", "logit_scale")
@@ -312,8 +302,8 @@ def train_step(model, heads, opt, tokens: Tokens, batch: dict, prompts: torch.Te
     plus the patch-level class loss on the v-path local features when ``dense_weight`` > 0."""
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         img_raw, local = global_and_local(model.visual, preprocess_array(batch["images"]))
-        txt_raw = encode_text_short(model, tokens(batch["captions"]))
-        prm = encode_text_short(model, prompts)
+        txt_raw = encode_tokens(model, tokens(batch["captions"]))
+        prm = encode_tokens(model, prompts)
     img_raw, txt_raw = img_raw.float(), txt_raw.float()
     img, txt, prm = (F.normalize(f.float(), dim=-1) for f in (img_raw, txt_raw, prm))
     scale = model.logit_scale.exp()
