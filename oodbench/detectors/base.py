@@ -79,14 +79,23 @@ class DetectorParams:
         """Plain dict for records and cache keys."""
         return dataclasses.asdict(self)
 
+    def given_fields(self) -> frozenset[str]:
+        """The fields the user set: those passed to :meth:`from_dict`, or, for params built in
+        code, those that differ from the defaults."""
+        given = getattr(self, "_given", None)
+        if given is not None:
+            return given
+        default = type(self)()
+        return frozenset(f.name for f in dataclasses.fields(self)
+                         if getattr(self, f.name) != getattr(default, f.name))
+
     def explicit_defaults(self) -> list[str]:
         """Fields the user set to their default value: ``to_dict`` cannot tell them from unset
         ones, yet a toy preset (``preset`` field) changes only the unset ones."""
         if "preset" not in {f.name for f in dataclasses.fields(self)}:
             return []
         default = type(self)()
-        return sorted(k for k in getattr(self, "_given", ())
-                      if getattr(self, k) == getattr(default, k))
+        return sorted(k for k in self.given_fields() if getattr(self, k) == getattr(default, k))
 
 
 def _coerce(value: Any, hint: Any, name: str) -> Any:

@@ -21,10 +21,7 @@ def apply_preset(params, preset: dict, protocol_name: str):
     """``params`` with ``preset`` applied to every field the user did not set."""
     if params.preset == "paper" or (params.preset == "auto" and not is_toy(protocol_name)):
         return params
-    given = getattr(params, "_given", None)
-    if given is None:  # built in code rather than from user values: unchanged fields are defaults
-        default = type(params)()
-        given = {k for k in preset if getattr(params, k) != getattr(default, k)}
+    given = params.given_fields()
     changes = {k: v for k, v in preset.items() if k not in given}
     return dataclasses.replace(params, **changes)
 
