@@ -248,6 +248,21 @@ def make_perf_root(root: Path, n: int, classes: int) -> Path:
     return root
 
 
+def run_inputs(protocol: str, backbone: str | None, images: int, classes: int, data_dir: Path,
+               param: list[tuple[str, str, object]]) -> tuple[Path | None, str, dict[str, dict]]:
+    """(data root, backbone, params) of a benchmark run: perf-jpeg's JPEGs written once under
+    ``data_dir``, the toy backbone on toy protocols (else the random ViT-B/16), and the
+    ``--param`` triples as a run spec's per-detector dicts."""
+    root = None
+    if protocol == PERF_PROTOCOL:
+        root = make_perf_root(data_dir / f"perf-jpeg-n{images}-k{classes}", images, classes)
+    backbone = backbone or ("toy" if protocol.startswith("toy") else VIT_RANDOM)
+    params: dict[str, dict] = {}
+    for det, field, value in param:
+        params.setdefault(det, {})[field] = value
+    return root, backbone, params
+
+
 def register() -> None:
     """Make the benchmark backbone and protocol known to the runner (idempotent)."""
     if VIT_RANDOM not in BACKBONES:

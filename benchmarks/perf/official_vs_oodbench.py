@@ -201,17 +201,11 @@ def main() -> None:
     common.warm_imports()
     toy = common.toy_weights_exist()
     protocol_name = args.protocol or ("toy" if toy else common.PERF_PROTOCOL)
-    data_root = None
-    if protocol_name == common.PERF_PROTOCOL:
-        data_root = common.make_perf_root(
-            args.data_dir / f"perf-jpeg-n{args.images}-k{args.classes}", args.images, args.classes)
-    backbone = args.backbone or ("toy" if protocol_name.startswith("toy") else common.VIT_RANDOM)
+    data_root, backbone, params = common.run_inputs(protocol_name, args.backbone, args.images,
+                                                    args.classes, args.data_dir, args.param)
     detectors = (args.detectors.split(",") if args.detectors else
                  ["mcm", "msp", "maxlogit", "energy"] + (["neglabel"] if toy and
                                                         protocol_name.startswith("toy") else []))
-    params: dict[str, dict] = {}
-    for det, field, value in args.param:
-        params.setdefault(det, {})[field] = value
     device = resolve_device(args.device)
     workers = default_workers() if args.workers is None else args.workers
     tmp = Path(tempfile.mkdtemp(prefix="oodbench-perf-"))

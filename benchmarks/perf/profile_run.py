@@ -47,14 +47,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     common.register()
     common.warm_imports()
-    data_root = None
-    if args.protocol == common.PERF_PROTOCOL:
-        data_root = common.make_perf_root(
-            args.data_dir / f"perf-jpeg-n{args.images}-k{args.classes}", args.images, args.classes)
-    backbone = args.backbone or ("toy" if args.protocol.startswith("toy") else common.VIT_RANDOM)
-    params: dict[str, dict] = {}
-    for det, field, value in args.param:
-        params.setdefault(det, {})[field] = value
+    data_root, backbone, params = common.run_inputs(args.protocol, args.backbone, args.images,
+                                                    args.classes, args.data_dir, args.param)
     tmp = Path(tempfile.mkdtemp(prefix="oodbench-prof-"))
     try:
         cache = empty_cache(tmp / "cache", args.data_dir)
