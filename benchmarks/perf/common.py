@@ -173,27 +173,42 @@ def timed(fn: Callable, sync: torch.device | None = None) -> tuple[float, object
     return time.perf_counter() - t, out
 
 
-def make_jpegs(folder: Path, n: int, size: tuple[int, int] = JPEG_SIZE, seed: int = 0) -> list[str]:
-    """``n`` JPEGs of ``size`` under ``folder`` (kept between runs); returns their names."""
-    from PIL import Image
+def make_jpegs(folder: Path, n: int, size: tuple[int, int] = JPEG_SIZE, seed: int = 0,
+               workers: int | None = None) -> list[str]:
+    """``n`` JPEGs of ``size`` under ``folder`` (kept between runs); returns their names.
+
+    Image ``i`` is drawn from its own generator (``seed``, ``i``), so the files are the same
+    whether they are written by one process or by ``workers`` processes (default: every core;
+    10,000 images take minutes on one core).
+    """
+    from concurrent.futures import ProcessPoolExecutor
 
     folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    names = []
-    for i in range(n):
-        name = f"img_{i:06d}.jpg"
-        names.append(name)
-        path = folder / name
-        if path.exists():
-            continue
-        coarse = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
-        im = Image.fromarray(coarse).resize(size, Image.BICUBIC)
-        fine = rng.normal(0, 12, (size[1], size[0], 3))
-        arr = np.clip(np.asarray(im, dtype=np.float64) + fine, 0, 255).astype(np.uint8)
-        tmp = path.with_suffix(".tmp")
-        Image.fromarray(arr).save(tmp, format="JPEG", quality=90)
-        os.replace(tmp, path)
+    names = [f"img_{i:06d}.jpg" for i in range(n)]
+    todo = [(folder / name, size, seed, i) for i, name in enumerate(names)
+            if not (folder / name).exists()]
+    workers = min(workers or _cores(), max(1, len(todo) // 64))
+    if workers <= 1:
+        for job in todo:
+            _write_jpeg(*job)
+    else:
+        with ProcessPoolExecutor(workers) as pool:
+            list(pool.map(_write_jpeg, *zip(*todo, strict=True), chunksize=64))
     return names
+
+
+def _write_jpeg(path: Path, size: tuple[int, int], seed: int, i: int) -> None:
+    """One generated JPEG: smooth random colours plus fine noise, quality 90, written atomically."""
+    from PIL import Image
+
+    rng = np.random.default_rng((seed, i))
+    coarse = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    im = Image.fromarray(coarse).resize(size, Image.BICUBIC)
+    fine = rng.normal(0, 12, (size[1], size[0], 3))
+    arr = np.clip(np.asarray(im, dtype=np.float64) + fine, 0, 255).astype(np.uint8)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    Image.fromarray(arr).save(tmp, format="JPEG", quality=90)
+    os.replace(tmp, path)
 
 
 class RandomViTB16(BackboneDef):
