@@ -1,9 +1,12 @@
 """Extract once, score many: resolve a run spec, get features, set up and score each detector.
 
 Each detector runs at the run's precision or, when it does not tolerate that, at its own declared
-one (``Detector.precision``); detectors are grouped by that precision, one backbone per group. Per
-group the union of the detectors' feature kinds is extracted first, in one pass over each set, so an
-image is decoded and encoded once however many detectors, and of which kinds, the run holds.
+one (``Detector.precision``), and preprocesses images by its official recipe (``Detector.recipe``:
+e.g. MCM's bilinear ``Resize(224)``, KR-NFT's bicubic resize 256 / crop 224) unless the user
+overrides preprocessing for the whole run. Detectors are grouped by (precision, recipe): one model
+load per precision, one feature set per group. Per group the union of the detectors' feature kinds
+is extracted first, in one pass over each set, so an image is decoded and encoded once however many
+detectors, and of which kinds, the group holds.
 
 For each (detector, seed) the runner writes a :class:`~oodbench.record.ResultRecord` to
 ``<results>/runs/<protocol>/<backbone>[@precision]/<detector>/seed<k>.json`` with the per-image
@@ -39,6 +42,7 @@ from oodbench.detectors.base import (
     GLOBAL,
     Context,
     Detector,
+    Recipe,
     check_precision,
     resolve_precision,
 )
@@ -219,10 +223,18 @@ def slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
 
 
-def backbone_dir(backbone_spec: str, precision: str = "fp32") -> str:
-    """Record folder of a backbone: its slug, with ``@<precision>`` unless fp32, so that an fp32
-    and a bf16 run of one detector keep separate records."""
-    return slug(backbone_spec) + ("" if precision == "fp32" else f"@{precision}")
+def backbone_dir(backbone_spec: str, precision: str = "fp32",
+                 preprocess: dict | None = None) -> str:
+    """Record folder of a backbone: its slug, with ``@<precision>`` unless fp32 and
+    ``+pp-<fields>`` when the user overrode the detectors' official preprocessing, so that such
+    runs never replace the official ones."""
+    name = slug(backbone_spec) + ("" if precision == "fp32" else f"@{precision}")
+    if preprocess:
+        short = [f"{preprocess[k]}" for k in ("interpolation", "resize", "crop") if k in preprocess]
+        if set(preprocess) - {"interpolation", "resize", "crop"}:
+            short.append(spec_key(preprocess)[:8])
+        name += "+pp-" + slug("-".join(short))
+    return name
 
 
 def record_stem(spec_dir: Path, detector: Detector, seed: int) -> Path:
@@ -371,6 +383,33 @@ def precision_groups(spec: RunSpec) -> dict[str, list[int]]:
     return groups
 
 
+def recipe_groups(base, spec: RunSpec, indices: list[int]) -> list[tuple[object, list[int]]]:
+    """(backbone with a group's preprocessing, indices of its detectors): the detectors of one
+    precision grouped by the preprocessing their recipes resolve to on ``base``."""
+    groups: dict = {}
+    for i in indices:
+        bb = recipe_backbone(base, DETECTORS.get(spec.detectors[i]).recipe, bool(spec.preprocess))
+        groups.setdefault(bb.preprocess, (bb, []))[1].append(i)
+    return list(groups.values())
+
+
+def recipe_backbone(base, recipe: Recipe, overridden: bool):
+    """``base`` with the preprocessing of ``recipe`` (the same model; the user's overrides, already
+    in ``base``, win over every recipe)."""
+    if overridden:
+        return base
+    fields = recipe.preprocess_overrides(base.preprocess.crop)
+    if not fields:
+        return base
+    return dataclasses.replace(base, preprocess=dataclasses.replace(base.preprocess, **fields))
+
+
+def recipe_record(det: Detector, spec: RunSpec) -> dict:
+    """What the record says about the detector's official recipe and whether the run kept it."""
+    return {"official": not spec.preprocess, "overrides": dict(spec.preprocess) or None,
+            **det.recipe.to_dict()}
+
+
 def make_detector(name: str, params: dict | None) -> Detector:
     """A fresh detector instance by registered name (its ``name`` set to the registered one)."""
     det = DETECTORS.get(name)(params)
@@ -402,42 +441,59 @@ def run(spec: RunSpec) -> list[ResultRecord]:
     )
     done: dict[tuple[int, int], ResultRecord] = {}
     with progress(spec.quiet) as bar:
-        for precision, indices in precision_groups(spec).items():
-            names = [spec.detectors[i] for i in indices]
+        for precision, by_precision in precision_groups(spec).items():
+            names = [spec.detectors[i] for i in by_precision]
             if precision != spec.precision:
                 say(f"  {', '.join(names)} at {precision} (declared; {spec.precision} requested)",
                     spec.quiet)
-            backbone = load_backbone(
+            model = load_backbone(
                 spec.backbone,
                 device=str(device),
                 precision=precision,
                 preprocess=spec.preprocess or None,
             )
-            feats = Features(backbone, protocol, cache, spec, bar, checked, skipped)
-            # every kind any detector of the group needs, in one pass over each set
-            kinds = feature_kinds(frozenset().union(*(DETECTORS.get(n).needs for n in names)))
-            feats.prefetch(protocol.sets(), kinds)
-            for i, name in zip(indices, names, strict=True):
-                for j, seed in enumerate(spec.seeds):
-                    det = make_detector(name, spec.params.get(name))
-                    rec = run_one(det, seed, protocol, backbone, feats, cache, spec, env)
-                    done[i, j] = rec
-                    g = rec.groups.get("average", {})
-                    say(
-                        f"  {det.name} seed {seed}: "
-                        f"AUROC {100 * g.get('auroc', float('nan')):.2f} "
-                        f"FPR95 {100 * g.get('fpr95', float('nan')):.2f} "
-                        f"ID acc {100 * (rec.id_accuracy or 0):.2f} "
-                        f"({rec.timings['total']:.1f}s)",
-                        spec.quiet,
-                    )
-            del feats, backbone  # the next precision group loads its own
+            subgroups = recipe_groups(model, spec, by_precision)
+            for backbone, indices in subgroups:
+                names = [spec.detectors[i] for i in indices]
+                if len(subgroups) > 1:
+                    pp = backbone.preprocess
+                    say(f"  {', '.join(names)}: {pp.interpolation} resize {pp.resize} crop "
+                        f"{pp.crop} (official recipe)", spec.quiet)
+                _run_group(spec, protocol, backbone, cache, bar, checked, skipped, env,
+                           indices, done)
+            del model  # the next precision group loads its own
     say(
         f"done in {time.perf_counter() - t_run:.1f}s; records under "
         f"{Path(spec.results_dir) / 'runs' / protocol.name}",
         spec.quiet,
     )
     return [done[key] for key in sorted(done)]
+
+
+def _run_group(spec: RunSpec, protocol: Protocol, backbone, cache: Cache, bar, checked: dict,
+               skipped: dict, env: dict, indices: list[int],
+               done: dict[tuple[int, int], ResultRecord]) -> None:
+    """Detectors sharing one backbone and preprocessing: their features in one pass, then each
+    detector and seed (records into ``done``)."""
+    names = [spec.detectors[i] for i in indices]
+    feats = Features(backbone, protocol, cache, spec, bar, checked, skipped)
+    # every kind any detector of the group needs, in one pass over each set
+    kinds = feature_kinds(frozenset().union(*(DETECTORS.get(n).needs for n in names)))
+    feats.prefetch(protocol.sets(), kinds)
+    for i, name in zip(indices, names, strict=True):
+        for j, seed in enumerate(spec.seeds):
+            det = make_detector(name, spec.params.get(name))
+            rec = run_one(det, seed, protocol, backbone, feats, cache, spec, env)
+            done[i, j] = rec
+            g = rec.groups.get("average", {})
+            say(
+                f"  {det.name} seed {seed}: "
+                f"AUROC {100 * g.get('auroc', float('nan')):.2f} "
+                f"FPR95 {100 * g.get('fpr95', float('nan')):.2f} "
+                f"ID acc {100 * (rec.id_accuracy or 0):.2f} "
+                f"({rec.timings['total']:.1f}s)",
+                spec.quiet,
+            )
 
 
 def run_one(
@@ -521,7 +577,7 @@ def run_one(
     _, precision_why = resolve_precision(spec.precision, det)
     stem = record_stem(
         Path(spec.results_dir) / "runs" / protocol.name
-        / backbone_dir(spec.backbone, backbone.precision), det, seed
+        / backbone_dir(spec.backbone, backbone.precision, spec.preprocess), det, seed
     )
     if distributed.is_main():  # under torchrun only rank 0 writes records
         atomic_save_npz(
@@ -540,6 +596,7 @@ def run_one(
             "precision_requested": spec.precision,
             "precision_reason": precision_why,
             "preprocess": backbone.preprocess.to_dict(),
+            "recipe": recipe_record(det, spec),
         },
         seed=seed,
         metrics=per_set,

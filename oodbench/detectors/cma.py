@@ -32,7 +32,15 @@ import torch
 import torch.nn.functional as F
 
 from oodbench.data.images import load_rgb, normalize
-from oodbench.detectors.base import GLOBAL, TRAIN, Context, Detector, DetectorParams, require
+from oodbench.detectors.base import (
+    GLOBAL,
+    TRAIN,
+    Context,
+    Detector,
+    DetectorParams,
+    Recipe,
+    require,
+)
 from oodbench.detectors.negatives import ADJECTIVE_TEMPLATE, FRACTION, PERCENTILE, NegativeLabels
 from oodbench.detectors.neglabel import load_corpus, negative_label_score
 from oodbench.errors import ConfigError
@@ -105,6 +113,12 @@ class CMA(Detector):
     version = "1"
     Params = CMAParams
     needs = frozenset({GLOBAL, TRAIN})
+    recipe = Recipe(
+        source="ma-kjh/CMA-OoDD: utils/load_model.py, utils/loader.py, inference.py",
+        interpolation="bicubic", resize_ratio=1.0,
+        prompts="'The nice {c}'", precision="fp32 (clip.load on CPU, cast to float)",
+        negatives="the authors' neg_label_10000.npy (negatives_file), else NegLabel's mining",
+        groups="NegLabel's score, ungrouped")
     precision = "fp32"
     precision_reason = ("fine-tunes both towers from the backbone's weights and encodes the test "
                         "sets with them: full precision for training")

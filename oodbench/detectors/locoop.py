@@ -19,7 +19,16 @@ from typing import Literal
 import torch
 
 import oodbench.features.local  # noqa: F401  (registers the "local" feature kind)
-from oodbench.detectors.base import GLOBAL, LOCAL, TRAIN, Context, Detector, DetectorParams, require
+from oodbench.detectors.base import (
+    GLOBAL,
+    LOCAL,
+    TRAIN,
+    Context,
+    Detector,
+    DetectorParams,
+    Recipe,
+    require,
+)
 from oodbench.detectors.glmcm import gl_mcm_score
 from oodbench.registry import DETECTORS
 from oodbench.training.fewshot import fewshot_features
@@ -88,6 +97,12 @@ class LoCoOp(Detector):
     version = "1"
     Params = LoCoOpParams
     needs = frozenset({GLOBAL, LOCAL, TRAIN})
+    recipe = Recipe(
+        source="AtsuMiyai/LoCoOp: trainers/locoop.py, clip_w_local/clip.py (_transform), "
+               "configs/trainers/LoCoOp/vit_b16_ep50.yaml",
+        interpolation="bicubic", resize_ratio=1.0,
+        prompts="'[16 ctx] {c}.' (CoOp context, shared)",
+        precision="not checked", seeds="1, 2, 3")
 
     def setup(self, ctx: Context) -> None:
         p = self.effective = apply_preset(self.params, TOY_PRESET, ctx.protocol.name)
