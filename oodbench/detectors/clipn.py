@@ -209,7 +209,8 @@ class CLIPN(Detector):
         source="xmed-lab/CLIPN: src/open_clip/transform.py, src/zero_shot_infer.py, "
                "src/classification.py",
         interpolation="bicubic", resize_ratio=1.0,
-        prompts="the 80 ImageNet templates of CLIP for 'yes'; learnable 'no' prompts",
+        prompts="the 128 templates of src/prompt/prompt.txt through both towers; 16 learned "
+                "'no' prompt embeddings (mean at test)",
         precision="fp32 (open_clip fork)", seeds="none at test")
     precision = "fp32"
     precision_reason = ("trains a 'no' text tower copied from the backbone's: it starts from "
