@@ -92,7 +92,8 @@ def main() -> None:
     env = common.machine()
     rows = []
     for name in args.detectors.split(","):
-        params = {"negatives_file": str(negatives_file)} if name == "neglabel" else None
+        params = ({"negatives_file": str(negatives_file)} if name == "neglabel" else
+                  {"logit_scale": 100.0} if name == "msp" else None)  # no backbone here
         det = make_detector(name, params)
         det.setup(stand_in_context(args.dim, device, tmp))
         k = text_rows(det)

@@ -3,7 +3,8 @@
 Energy and max-logit follow MCM's code (``utils/detection_util.py``, ``get_ood_scores_clip``),
 which reports them for zero-shot CLIP on **raw cosines** (no x100): energy = T logsumexp(s / T),
 max-logit = max_k s_k. MSP, which MCM's code does not compute, is the softmax of CLIP's own
-classifier logits (100 x cosine, as CLIP's forward and CLIPN's code give them).
+classifier logits: the backbone's ``logit_scale.exp()`` x cosine, as CLIP's forward gives them
+(100 for OpenAI CLIP; 17 for the toy CLIP, where a fixed 100 saturated the softmax).
 """
 
 from __future__ import annotations
@@ -30,13 +31,15 @@ PRECISION_REASON = ("zero-shot function of fp32 cosines; the official code (MCM'
 
 @dataclass
 class LogitParams(ZeroShotParams):
-    """Template and the factor on the cosines: 100 (OpenAI CLIP's logit scale) for MSP."""
+    """Template and the factor on the cosines; ``None`` (MSP's default): the backbone's own
+    ``logit_scale.exp()``, as CLIP's classifier applies it (100 for OpenAI CLIP)."""
 
-    logit_scale: float = 100.0
+    logit_scale: float | None = None
 
     def validate(self) -> None:
         super().validate()
-        require(self.logit_scale > 0, "logit_scale", f"must be > 0, got {self.logit_scale}")
+        require(self.logit_scale is None or self.logit_scale > 0, "logit_scale",
+                f"must be > 0 (or null: the backbone's), got {self.logit_scale}")
 
 
 @dataclass
@@ -44,7 +47,11 @@ class RawLogitParams(LogitParams):
     """MCM's code: raw cosines (``logit_scale`` 1). ``logit_scale=100`` gives CLIP's scaled
     logits, the convention of CLIPN's code and of tables that quote it."""
 
-    logit_scale: float = 1.0
+    logit_scale: float | None = 1.0
+
+    def validate(self) -> None:
+        super().validate()
+        require(self.logit_scale is not None, "logit_scale", "must be a number (1: MCM's code)")
 
 
 @dataclass
@@ -63,6 +70,7 @@ class MSP(ZeroShotDetector):
     """Maximum softmax probability of the 100 x cosine zero-shot logits."""
 
     name = "msp"
+    version = "2"
     Params = LogitParams
     recipe = Recipe(
         source="no official code for zero-shot MSP: CLIP's own classifier (openai/CLIP "
@@ -72,8 +80,14 @@ class MSP(ZeroShotDetector):
     precision = "bf16"
     precision_reason = PRECISION_REASON
 
+    def setup(self, ctx) -> None:
+        super().setup(ctx)
+        self.scale = (self.params.logit_scale if self.params.logit_scale is not None
+                      else float(ctx.backbone.model.logit_scale.detach().exp()))
+        ctx.info["logit_scale"] = self.scale
+
     def score_from_logits(self, s: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(s * self.params.logit_scale, dim=1).max(dim=1).values
+        return torch.softmax(s * self.scale, dim=1).max(dim=1).values
 
 
 @DETECTORS.register("maxlogit")
