@@ -43,11 +43,11 @@ from oodbench.data.images import INTERPOLATIONS, load_rgb
 from oodbench.detectors.base import GLOBAL, LOCAL, Context, ZeroShotDetector
 from oodbench.features.extract import default_workers
 from oodbench.features.local import global_and_local
+from oodbench.features.provider import feature_kinds
 from oodbench.registry import DETECTORS, PROTOCOLS
 from oodbench.runner import (
     RunSpec,
     backbone_dir,
-    feature_kinds,
     make_detector,
     recipe_backbone,
     record_stem,

@@ -221,6 +221,26 @@ class Context:
         """The ID label set the detector is tested with."""
         return list(self.protocol.classnames)
 
+    def text_encoder(self, backbone: Any) -> Callable[[list[str]], torch.Tensor]:
+        """Cached text encoding through another backbone (e.g. one the detector fine-tuned)."""
+        from oodbench.features.text import encode_text_cached
+
+        return lambda prompts: encode_text_cached(backbone, prompts, self.cache)
+
+    def artifact_path(self, name: str, spec: dict, suffix: str = ".npz") -> Path:
+        """Where a detector keeps a derived artifact (crop features, views) keyed by ``spec``:
+        ``<artifact_dir>/<name>/<sha256 of spec><suffix>``."""
+        from oodbench.features.cache import spec_key
+
+        return Path(self.artifact_dir) / name / f"{spec_key(spec)}{suffix}"
+
+    def encode_global_local(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Global (N, D) and local (N, P, D) features of uint8 images (N, 3, H, W) in one forward
+        of the backbone (for views the detector draws itself)."""
+        from oodbench.features.local import encode_global_local
+
+        return encode_global_local(self.backbone, images)
+
 
 class Detector:
     """Base class of every detector (see the module docstring for the contract)."""

@@ -200,17 +200,8 @@ class CMA(Detector):
             "artifact_key": info["key"]})
         return tuned, info
 
-    @staticmethod
-    def _cache(ctx: Context):
-        from oodbench.features.cache import Cache
-
-        return getattr(ctx, "cache", None) or Cache(ctx.artifact_dir.parent)
-
     def _encoder(self, ctx: Context, backbone):
-        from oodbench.features.text import encode_text_cached
-
-        cache = self._cache(ctx)
-        return lambda prompts: encode_text_cached(backbone, prompts, cache)
+        return ctx.text_encoder(backbone)
 
     def score_and_predict(self, feats):
         v = feats[GLOBAL].float()

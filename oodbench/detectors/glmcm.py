@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import torch
 
-import oodbench.features.local  # noqa: F401  (registers the "local" feature kind)
 from oodbench.detectors.base import (
     GLOBAL,
     LOCAL,

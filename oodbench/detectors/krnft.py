@@ -53,7 +53,6 @@ from oodbench.detectors.neglabel import (
     load_corpus,
     negative_label_score,
 )
-from oodbench.features.cache import spec_key
 from oodbench.io import atomic_save_npz
 from oodbench.progress import progress
 from oodbench.registry import DETECTORS
@@ -332,12 +331,11 @@ def crop_features(ctx: Context, split, p: KRNFTParams, rank_text: torch.Tensor,
     Crops are encoded once by the frozen image tower and saved (hashed) under the artifact dir.
     """
     bb = ctx.backbone
-    key = spec_key({"backbone": bb.key(), "preprocess": bb.preprocess.to_dict(),
-                    "split": split.manifest.digest(), "root": str(split.manifest.root),
-                    "n_crops": p.n_crops, "pos": p.n_pos_crops, "neg": p.n_neg_crops,
-                    "interp": p.crop_interpolation, "seed": ctx.seed,
-                    "rank": [p.rank_template, _sha(names)]})
-    path = ctx.artifact_dir / "krnft-crops" / f"{key}.npz"
+    path = ctx.artifact_path("krnft-crops", {
+        "backbone": bb.key(), "preprocess": bb.preprocess.to_dict(),
+        "split": split.manifest.digest(), "root": str(split.manifest.root),
+        "n_crops": p.n_crops, "pos": p.n_pos_crops, "neg": p.n_neg_crops,
+        "interp": p.crop_interpolation, "seed": ctx.seed, "rank": [p.rank_template, _sha(names)]})
     if path.is_file():
         with np.load(path) as z:
             return {k: z[k] for k in z.files}

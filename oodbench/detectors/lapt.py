@@ -54,8 +54,6 @@ from oodbench.detectors.neglabel import (
     negative_label_score,
 )
 from oodbench.errors import ConfigError
-from oodbench.features.cache import Cache
-from oodbench.features.extract import extract
 from oodbench.registry import DETECTORS
 from oodbench.training.fewshot import fewshot_features
 from oodbench.training.presets import apply_preset, preset_name
@@ -222,8 +220,7 @@ class LAPT(Detector):
 
     @staticmethod
     def _encode(ctx, manifest) -> torch.Tensor:
-        cache = Cache(Path(ctx.artifact_dir).parent)
-        arr = extract(ctx.backbone, manifest, [GLOBAL], cache)[GLOBAL]
+        arr = ctx.manifest_features(manifest, [GLOBAL])[GLOBAL]
         return torch.as_tensor(np.asarray(arr)).float().to(ctx.device)
 
     def _train(self, ctx, p, learner, feats, labels, names, neg_words, data_info) -> dict:

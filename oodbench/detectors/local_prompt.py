@@ -31,7 +31,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-import oodbench.features.local  # noqa: F401  (registers the "local" feature kind)
 from oodbench.detectors.base import (
     GLOBAL,
     IMAGES,
@@ -44,8 +43,6 @@ from oodbench.detectors.base import (
     require,
 )
 from oodbench.errors import ConfigError
-from oodbench.features.cache import spec_key
-from oodbench.features.local import encode_global_local
 from oodbench.io import atomic_save_npz
 from oodbench.progress import progress
 from oodbench.registry import DETECTORS
@@ -237,10 +234,10 @@ class LocalPrompt(Detector):
 def view_features(ctx: Context, split, p: LocalPromptParams) -> dict[str, np.ndarray]:
     """Global (N, V, D) and local (N, V, P, D) features of ``views`` random crops per image."""
     bb = ctx.backbone
-    key = spec_key({"backbone": bb.key(), "preprocess": bb.preprocess.to_dict(),
-                    "split": split.manifest.digest(), "root": str(split.manifest.root),
-                    "views": p.views, "seed": ctx.seed})
-    path = ctx.artifact_dir / "local-prompt-views" / f"{key}.npz"
+    path = ctx.artifact_path("local-prompt-views", {
+        "backbone": bb.key(), "preprocess": bb.preprocess.to_dict(),
+        "split": split.manifest.digest(), "root": str(split.manifest.root),
+        "views": p.views, "seed": ctx.seed})
     if path.is_file():
         with np.load(path) as z:
             return {k: z[k] for k in z.files}
@@ -250,7 +247,7 @@ def view_features(ctx: Context, split, p: LocalPromptParams) -> dict[str, np.nda
         task = bar.add_task("local-prompt views", total=len(m), extra="")
         for i in range(len(m)):
             crops = image_crops(m, i, p.views, bb.preprocess.crop, ctx.seed, "bicubic")
-            g, loc = encode_global_local(bb, crops)
+            g, loc = ctx.encode_global_local(crops)
             gl.append(g.cpu().numpy())
             lo.append(loc.cpu().numpy().astype(np.float16))
             bar.advance(task)

@@ -18,7 +18,6 @@ from typing import Literal
 
 import torch
 
-import oodbench.features.local  # noqa: F401  (registers the "local" feature kind)
 from oodbench.detectors.base import (
     GLOBAL,
     LOCAL,
