@@ -477,6 +477,22 @@ def test_krnft_prediction_is_the_argmax_id_logit(toy, krnft):
     assert_argmax(predict(krnft, f), krnft_logits(toy, krnft, f)[0])  # postprocessor L309
 
 
+def test_krnft_test_negatives_are_encoded_with_the_official_prompts(toy, krnft):
+    # clip_krnft.py L542-573 (text_prompt "nice", krnft_shot4_test.sh): the selected adjectives
+    # as "This is a {} photo." (L543), then the selected nouns under get_templates("nice") =
+    # ["the nice {}."] (L421-422, L562-563); "The nice {}." is only the mining prompt
+    # (clip_for_wordnet_prepare.py L90, L132). The selection itself is the detector's.
+    from oodbench.detectors.krnft import least_similar_words
+    from oodbench.detectors.neglabel import load_corpus
+
+    _, nouns, adjectives = load_corpus("toy", "toy")
+    words = least_similar_words(toy.ctx().encode_text, toy.classes, nouns, adjectives,
+                                krnft.effective.n_neg)
+    prompts = [f"This is a {w} photo." if adj else f"the nice {w}." for w, adj in words]
+    assert any(not adj for _, adj in words)
+    np.testing.assert_allclose(np64(krnft.t_neg), encode(toy, prompts), rtol=0, atol=1e-6)
+
+
 # ---------------------------------------------------------------- Local-Prompt
 
 @pytest.fixture(scope="module")
