@@ -59,10 +59,9 @@ import oodbench.features.local  # noqa: F401  (registers the "local" feature kin
 from oodbench.backbones import load_backbone
 from oodbench.detectors.base import GLOBAL, LOCAL, Context
 from oodbench.features.cache import Cache
-from oodbench.features.extract import extract
-from oodbench.features.text import encode_text_cached
+from oodbench.features.provider import Features
 from oodbench.registry import DETECTORS, PROTOCOLS
-from oodbench.runner import Features, RunSpec, _split_features
+from oodbench.runner import RunSpec
 
 RTOL, ATOL = 1e-5, 1e-6  # float32 rounding of scores of order 1
 N_IMAGES, N_PATCHES = 16, 9
@@ -82,14 +81,7 @@ def toy(tmp_path_factory):
     feats = Features(bb, protocol, cache, spec, None)
 
     def ctx() -> Context:
-        return Context(backbone=bb, protocol=protocol, seed=0, device=torch.device("cpu"),
-                       encode_text=lambda prompts: encode_text_cached(bb, prompts, cache),
-                       split_features=lambda split, kinds: _split_features(feats, protocol, split,
-                                                                           kinds),
-                       artifact_dir=cache.root / "artifacts", quiet=True,
-                       manifest_features=lambda m, kinds: extract(bb, m, list(kinds), cache,
-                                                                  workers=0),
-                       cache=cache)
+        return feats.context(0, {}, {"text_hits": 0, "text_misses": 0})
 
     scale = float(bb.model.logit_scale.detach().exp())
     assert abs(scale - 100.0) > 1.0  # the point of running on toy: scale x cos != 100 x cos
@@ -485,7 +477,8 @@ def test_krnft_test_negatives_are_encoded_with_the_official_prompts(toy, krnft):
     from oodbench.detectors.krnft import least_similar_words
     from oodbench.detectors.neglabel import load_corpus
 
-    _, nouns, adjectives = load_corpus("toy", "toy")
+    # OpenOOD-VLM's reading: a word in both noun and adjective lists stays a noun
+    _, nouns, adjectives = load_corpus("toy", "toy", rule="noun-first")
     words = least_similar_words(toy.ctx().encode_text, toy.classes, nouns, adjectives,
                                 krnft.effective.n_neg)
     prompts = [f"This is a {w} photo." if adj else f"the nice {w}." for w, adj in words]

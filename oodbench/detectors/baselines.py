@@ -2,9 +2,9 @@
 
 Energy and max-logit follow MCM's code (``utils/detection_util.py``, ``get_ood_scores_clip``),
 which reports them for zero-shot CLIP on **raw cosines** (no x100): energy = T logsumexp(s / T),
-max-logit = max_k s_k. MSP, which MCM's code does not compute, is the softmax of CLIP's own
-classifier logits: the backbone's ``logit_scale.exp()`` x cosine, as CLIP's forward gives them
-(100 for OpenAI CLIP; 17 for the toy CLIP, where a fixed 100 saturated the softmax).
+max-logit = max_k s_k. MSP, which MCM's code does not compute, follows CLIPN's ``src/zero_shot_infer.py``:
+the maximum softmax of 100 x cosine (a fixed 100, OpenAI CLIP's logit scale; on the toy CLIP,
+whose own scale is 17, that saturates the softmax, and ``logit_scale=null`` uses the backbone's).
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ PRECISION_REASON = ("zero-shot function of fp32 cosines; the official code (MCM'
 
 @dataclass
 class LogitParams(ZeroShotParams):
-    """Template and the factor on the cosines; ``None`` (MSP's default): the backbone's own
-    ``logit_scale.exp()``, as CLIP's classifier applies it (100 for OpenAI CLIP)."""
+    """Template and the factor on the cosines: 100 for MSP, as CLIPN's code fixes it; ``None``:
+    the backbone's own ``logit_scale.exp()``."""
 
-    logit_scale: float | None = None
+    logit_scale: float | None = 100.0
 
     def validate(self) -> None:
         super().validate()
@@ -70,11 +70,11 @@ class MSP(ZeroShotDetector):
     """Maximum softmax probability of the 100 x cosine zero-shot logits."""
 
     name = "msp"
-    version = "2"
+    version = "1"
     Params = LogitParams
     recipe = Recipe(
-        source="no official code for zero-shot MSP: CLIP's own classifier (openai/CLIP "
-               "clip/model.py forward: logit_scale 100) and its preprocessing",
+        source="xmed-lab/CLIPN: src/zero_shot_infer.py (MSP on 100 x cosine), "
+               "src/classification.py; preprocessing: the weights' own",
         prompts="'a photo of a {c}'", precision="as the weights (fp32 default)",
         seeds="none (deterministic)")
     precision = "bf16"
@@ -84,10 +84,10 @@ class MSP(ZeroShotDetector):
         super().setup(ctx)
         self.scale = (self.params.logit_scale if self.params.logit_scale is not None
                       else float(ctx.backbone.model.logit_scale.detach().exp()))
-        ctx.info["logit_scale"] = self.scale
 
     def score_from_logits(self, s: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(s * self.scale, dim=1).max(dim=1).values
+        scale = getattr(self, "scale", self.params.logit_scale or 100.0)
+        return torch.softmax(s * scale, dim=1).max(dim=1).values
 
 
 @DETECTORS.register("maxlogit")
