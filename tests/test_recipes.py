@@ -204,3 +204,21 @@ def test_cuda_groups_are_the_authors_draw():
     torch.cuda.manual_seed(0)
     official = torch.randperm(10400, device="cuda").cpu()
     assert torch.equal(group_permutation(10499, 100, 0, "cuda"), official)  # integer indices
+
+
+def test_negative_label_detectors_mine_the_authors_corpus_by_default():
+    """NegLabel and CMA (rule neglabel), LAPT and KR-NFT (rule noun-first) read the authors'
+    word files on a real protocol; the WordNet 3.0 rebuild only when asked."""
+    from oodbench.data.wordnet import load_neglabel_corpus
+    from oodbench.detectors.cma import CMAParams
+    from oodbench.detectors.krnft import KRNFTParams
+    from oodbench.detectors.lapt import LAPTParams
+    from oodbench.detectors.neglabel import NegLabelParams, load_corpus
+
+    for params in (NegLabelParams(), CMAParams(), LAPTParams(), KRNFTParams()):
+        assert params.corpus == "auto"
+    name, nouns, adjectives = load_corpus("auto", "imagenet1k-mos4")
+    assert name == "neglabel" and (nouns, adjectives) == _official_reading()
+    name, nouns, adjectives = load_corpus("auto", "imagenet1k-mos4", rule="noun-first")
+    assert (nouns, adjectives) == load_neglabel_corpus("noun-first")
+    assert load_corpus("wordnet30", "imagenet1k-mos4")[0] == "wordnet30"
