@@ -1,8 +1,8 @@
 """Scoring cost of each zero-shot detector on cached features vs one matmul of the same shape.
 
 85,640 features of dimension 512 (the size of ImageNet-1k + the MOS four with ViT-B/16) are scored
-by each detector through the runner's own path (``features.scores.score_arrays``: 4,096-row chunks, so
-memory stays bounded whatever the number of text embeddings), and compared with a single matrix
+by each detector through the runner's own path (``features.scores.score_arrays``: 4,096-row chunks,
+so memory stays bounded whatever the number of text embeddings), and compared with a single matrix
 product features @ text.T of the same shape (K = the detector's text embeddings: 1,000 ID prompts,
 plus 10,000 negative labels for NegLabel). The ratio detector / matmul is the price of everything
 but the product. Embeddings are random unit vectors (the cost does not depend on their values);

@@ -2,9 +2,10 @@
 
 Energy and max-logit follow MCM's code (``utils/detection_util.py``, ``get_ood_scores_clip``),
 which reports them for zero-shot CLIP on **raw cosines** (no x100): energy = T logsumexp(s / T),
-max-logit = max_k s_k. MSP, which MCM's code does not compute, follows CLIPN's ``src/zero_shot_infer.py``:
-the maximum softmax of 100 x cosine (a fixed 100, OpenAI CLIP's logit scale; on the toy CLIP,
-whose own scale is 17, that saturates the softmax, and ``logit_scale=null`` uses the backbone's).
+max-logit = max_k s_k. MSP, which MCM's code does not compute, follows CLIPN's
+``src/zero_shot_infer.py``: the maximum softmax of 100 x cosine (a fixed 100, OpenAI CLIP's logit
+scale; on the toy CLIP, whose own scale is 17, that saturates the softmax; ``logit_scale=null``
+uses the backbone's).
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ from oodbench.detectors.base import (
     require,
 )
 from oodbench.detectors.negatives import ADJECTIVE_TEMPLATE, FRACTION, PERCENTILE, NegativeLabels
-from oodbench.detectors.neglabel import load_corpus, negative_label_score
+from oodbench.detectors.neglabel import corpus_sha256, load_corpus, negative_label_score
 from oodbench.errors import ConfigError
 from oodbench.registry import DETECTORS
 from oodbench.training.augment import crop_box
@@ -150,6 +150,7 @@ class CMA(Detector):
                              percentile=p.percentile, fraction=p.fraction,
                              id_features=self.id_text)
         neg.info["corpus"] = corpus
+        neg.info["corpus_sha256"] = corpus_sha256(nouns, adjectives)
         return neg
 
     def finetune(self, ctx: Context):

@@ -32,12 +32,12 @@ from oodbench.detectors.base import (
 )
 from oodbench.detectors.glmcm import gl_mcm_score
 from oodbench.registry import DETECTORS
-
-OFFICIAL_DIVISOR = 100.0  # test_ood: `output /= 100.0` on logit_scale.exp() x cosine
 from oodbench.training.fewshot import fewshot_features
 from oodbench.training.presets import apply_preset, preset_name
 from oodbench.training.prompt_learner import PromptLearner, freeze
 from oodbench.training.trainer import TrainConfig, epoch_batch, steps_for_epochs, train_artifact
+
+OFFICIAL_DIVISOR = 100.0  # test_ood: `output /= 100.0` on logit_scale.exp() x cosine
 
 
 def background_entropy_loss(local_logits: torch.Tensor, y: torch.Tensor,
