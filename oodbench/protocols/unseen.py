@@ -16,7 +16,12 @@ from __future__ import annotations
 from oodbench.data.classnames import imagenet1k_classnames, imagenet1k_wnids
 from oodbench.protocols.classlists import half, names
 from oodbench.protocols.folders import FolderProtocol, SetSpec
-from oodbench.protocols.imagenet import IMAGENET_SOURCE, IMAGENET_TRAIN_SOURCE, MOS4_OOD
+from oodbench.protocols.imagenet import (
+    IMAGENET_LAYOUTS,
+    IMAGENET_SOURCE,
+    IMAGENET_TRAIN_SOURCE,
+    MOS4_OOD,
+)
 from oodbench.registry import PROTOCOLS
 
 IMAGENET_TRAIN = SetSpec("ImageNet-1k-train", "train", "imagenet/train", None,
@@ -145,6 +150,7 @@ class UnseenImageNetNew(UnseenID):
         SetSpec("ImageNet-base-train", "train", "imagenet/train", None, IMAGENET_TRAIN_SOURCE,
                 optional=True, classes=tuple(imagenet1k_wnids()[:500]), only_listed=True),
     )
+    layouts = IMAGENET_LAYOUTS
     classnames_fn = staticmethod(lambda: imagenet1k_classnames()[500:])
     train_classnames_fn = staticmethod(lambda: imagenet1k_classnames()[:500])
 
