@@ -356,7 +356,8 @@ def _sorted_instead_of_flat(root: Path, missing: list[str]) -> str | None:
             f"names them flat ({rel.parent}/{rel.name}). Link them flat beside the folders, "
             f"without moving or copying them: cd {parent} && find . -mindepth 2 -name '*.JPEG' "
             "-exec ln -s {} . \\; (or let OpenOOD's download.py fetch images_largescale/"
-            "imagenet_1k itself)")
+            "imagenet_1k itself: python scripts/download/download.py --contents datasets "
+            "--datasets imagenet-1k --save_dir DATA_ROOT)")
 
 
 def _unreadable_problems(spec: SetSpec, m: Manifest) -> list[Problem]:

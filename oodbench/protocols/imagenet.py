@@ -15,6 +15,7 @@ from pathlib import Path
 from oodbench.data.classnames import imagenet1k_classnames, imagenet1k_wnids
 from oodbench.protocols.classlists import imagenet_ar_wnids, imagenet_names_of, wnid_table
 from oodbench.protocols.folders import FolderProtocol, Layout, SetSpec
+from oodbench.protocols.openood import download_command
 from oodbench.registry import PROTOCOLS
 
 MOS_URL = "http://pages.cs.wisc.edu/~huangrui/imagenet_ood_dataset"
@@ -73,9 +74,9 @@ VLM_SOURCE = (
     "of https://github.com/YBZh/OpenOOD-VLM): images under images_largescale/ read through "
     f"{VLM_LISTS}/test_imagenet_all.txt (ID), test_inaturalist.txt, test_sun.txt, "
     "test_places.txt, test_dtd.txt (its imglist_generator.py writes the last three from "
-    "images_largescale/{SUN,Places}/images and dtd/images); OpenOOD's download.py "
-    "(--contents datasets --datasets imagenet-1k) fetches benchmark_imglist/ and the ImageNet and "
-    "iNaturalist images"
+    "images_largescale/{SUN,Places}/images and dtd/images); in a clone of OpenOOD "
+    f"`{download_command('imagenet-1k')}` fetches benchmark_imglist/ and the ImageNet and "
+    "iNaturalist images, the MOS tars and DTD go to images_largescale/{SUN,Places,dtd}/"
 )
 
 
