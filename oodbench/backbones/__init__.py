@@ -1,6 +1,7 @@
 """Backbones: open_clip models with the preprocessing that belongs to their weights.
 
-``load_backbone("ViT-B-16:openai")`` resolves any open_clip ``ARCH:TAG`` or ``ARCH:/path``;
+``load_backbone("ViT-B-16:openai")`` resolves any open_clip ``ARCH:TAG``, ``ARCH:/path`` or
+``ARCH:random`` (seeded random weights for smoke runs, marked ``random_weights`` in the identity);
 registered names (``toy``, ``tiny-random`` and the papers' presets) are listed by
 ``oodbench list backbones``.
 """
