@@ -91,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["cpu", "device"],
         help="JPEG decoding: cpu (reference) or device (GPU, checked on a sample first)",
     )
-    r.add_argument("--limit", type=int, help="at most N images per set (smoke runs)")
+    r.add_argument("--limit", type=int, help="at most N images per set, the training split "
+                   "included (whole classes of up to 16 images; smoke runs, records say so)")
     r.add_argument(
         "--chunk-size", type=int, help="images per resumable extraction chunk (default 4096)"
     )
@@ -117,6 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--backbone", help="default: ViT-B-16:openai with real data, toy otherwise")
     b.add_argument("--seeds", type=_seeds, default=[0])
+    b.add_argument("--data-root", help="data root (default $OODBENCH_DATA; make bench DATA=DIR)")
+    b.add_argument("--limit", type=int, help="at most N images per set, training included "
+                   "(smoke runs; make bench LIMIT=N)")
+    b.add_argument("--param", action="append", type=_param, default=[],
+                   help="hyperparameter override DETECTOR.FIELD=VALUE (repeatable; make bench "
+                   "PARAM='mcm.temperature=1 ...')")
+    b.add_argument("--precision", choices=["fp32", "fp16", "bf16"],
+                   help="backbone precision (make bench PRECISION=fp16)")
     b.add_argument("--results-dir", default="results")
     b.add_argument("--cache-dir")
     b.add_argument("--device", default="auto")
@@ -228,8 +237,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from oodbench.progress import say
     from oodbench.runner import RunSpec, run
 
-    data_root = os.environ.get("OODBENCH_DATA")
+    data_root = args.data_root or os.environ.get("OODBENCH_DATA")
     protocols = args.protocol or (["imagenet1k-mos4"] if data_root else TOY_PROTOCOLS)
+    params: dict[str, dict] = {}
+    for det, field, value in args.param:
+        params.setdefault(det, {})[field] = value
+    extra = {k: v for k, v in (("limit", args.limit), ("precision", args.precision))
+             if v is not None}
     real = any(not p.startswith("toy") for p in protocols)
     backbone = args.backbone or ("ViT-B-16:openai" if real else "toy")
     if not args.protocol and not data_root:
@@ -247,11 +261,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 protocol=protocol,
                 backbone=backbone,
                 seeds=args.seeds,
+                params=params,
                 data_root=data_root,
                 cache_dir=args.cache_dir,
                 results_dir=args.results_dir,
                 device=args.device,
                 quiet=args.quiet,
+                **extra,
             )
         )
     # plots too, so that a rebuild keeps the links (and PNGs) that `leaderboard --plots` made

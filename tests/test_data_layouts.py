@@ -319,3 +319,85 @@ def test_a_wnid_sorted_val_reused_for_openood_is_spotted_with_how_to_flatten(tmp
         (val / p.name).symlink_to(p.relative_to(val))
     code, _, err = check(root, capsys, "openood-v1.5-imagenet1k")
     assert "- ImageNet-1k: " not in err and "SSB-hard" in err
+
+
+# ------------------------------------------------------------------------ 7. --limit trains less
+
+def test_limit_bounds_the_training_split_to_whole_classes(standin_root, tmp_path):
+    from oodbench.protocols.base import SMOKE_SHOTS
+    from oodbench.registry import PROTOCOLS
+
+    proto = PROTOCOLS.get("imagenet1k-mos4")().build(standin_root, tmp_path / "cache")
+    full = proto.train.manifest
+    assert len(full) == 12  # 3 classes x 4
+    small = proto.limit_training(3).train.manifest
+    assert small.labels == (0, 0, 0)  # one class: every image of a few-shot class is kept
+    assert proto.limit_training(None) is proto and proto.limit_training(100) is proto
+    assert proto.limit_training(3).id_test == proto.id_test  # test sets: the runner's business
+
+    from oodbench.data.manifest import Manifest
+    from oodbench.protocols.base import ImageSet
+
+    labels = tuple(c for c in range(100) for _ in range(20))
+    big = Manifest("train", tmp_path, tuple(f"x/{i}.jpg" for i in range(len(labels))), labels)
+    limited = replace_train(proto, ImageSet("train", big)).limit_training(5 * SMOKE_SHOTS)
+    got = limited.train.manifest.labels
+    assert len(got) == 5 * SMOKE_SHOTS and sorted(set(got)) == [0, 20, 40, 60, 80]
+    assert all(got.count(c) == SMOKE_SHOTS for c in set(got))
+
+
+def replace_train(proto, train):
+    from dataclasses import replace
+
+    return replace(proto, train=train)
+
+
+def test_a_limited_run_hands_detectors_the_limited_training_split(standin_root, tmp_path,
+                                                                  monkeypatch):
+    from oodbench.protocols.base import Protocol
+
+    seen = []
+    original = Protocol.limit_training
+
+    def spy(self, n):
+        out = original(self, n)
+        seen.append((n, len(out.train.manifest)))
+        return out
+
+    monkeypatch.setattr(Protocol, "limit_training", spy)
+    limited_run(standin_root, tmp_path, limit=4)
+    assert seen == [(4, 4)]
+
+
+def test_make_bench_passes_data_layout_limit_param_and_precision(tmp_path):
+    import shutil
+    import subprocess
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    repo = Path(__file__).parents[1]
+    out = subprocess.run(
+        ["make", "-n", "-C", str(repo), "bench", f"VENV={tmp_path / 'venv'}", "DETECTOR=krnft",
+         "PROTOCOL=unseen-id-cub", "DATA=/data/ood", "LAYOUT=mcm", "LIMIT=16",
+         "PARAM=krnft.shots=1 krnft.epochs=1", "PRECISION=fp16"],
+        capture_output=True, text=True, timeout=60, check=True).stdout
+    line = next(ln for ln in out.splitlines() if " bench " in ln)
+    for part in ("--detector krnft", "--protocol unseen-id-cub", "--data-root /data/ood",
+                 "--limit 16", "--precision fp16", "--param krnft.shots=1",
+                 "--param krnft.epochs=1"):
+        assert part in line, part
+    env = subprocess.run(["make", "-n", "-p", "-C", str(repo), "bench", "LAYOUT=mcm",
+                          f"VENV={tmp_path / 'venv'}"], capture_output=True, text=True,
+                         timeout=60).stdout
+    assert "OODBENCH_LAYOUT := mcm" in env
+
+
+@pytest.mark.slow  # ~10 s: bench also rebuilds the leaderboards with plots
+def test_bench_takes_the_data_root_limit_and_params(standin_root, tmp_path):
+    results = tmp_path / "results"
+    assert main(["bench", "--detector", "mcm", "--protocol", "imagenet1k-mos4", "--backbone",
+                 "tiny-random", "--data-root", str(standin_root), "--limit", "4", "--param",
+                 "mcm.temperature=2", "--cache-dir", str(tmp_path / "cache"), "--results-dir",
+                 str(results), "--device", "cpu", "--quiet"]) == 0
+    rec = json.loads(next(results.glob("runs/imagenet1k-mos4/*/*/seed0.json")).read_text())
+    assert rec["limit"] == 4 and rec["detector"]["params"]["temperature"] == 2
