@@ -379,12 +379,12 @@ def test_make_bench_passes_data_layout_limit_param_and_precision(tmp_path):
     out = subprocess.run(
         ["make", "-n", "-C", str(repo), "bench", f"VENV={tmp_path / 'venv'}", "DETECTOR=krnft",
          "PROTOCOL=unseen-id-cub", "DATA=/data/ood", "LAYOUT=mcm", "LIMIT=16",
-         "PARAM=krnft.shots=1 krnft.epochs=1", "PRECISION=fp16"],
+         "PARAM=krnft.shots=1 krnft.epochs=1", "PRECISION=fp16", "RESULTS=/tmp/mine"],
         capture_output=True, text=True, timeout=60, check=True).stdout
     line = next(ln for ln in out.splitlines() if " bench " in ln)
     for part in ("--detector krnft", "--protocol unseen-id-cub", "--data-root /data/ood",
                  "--limit 16", "--precision fp16", "--param krnft.shots=1",
-                 "--param krnft.epochs=1"):
+                 "--param krnft.epochs=1", "--results-dir /tmp/mine"):
         assert part in line, part
     env = subprocess.run(["make", "-n", "-p", "-C", str(repo), "bench", "LAYOUT=mcm",
                           f"VENV={tmp_path / 'venv'}"], capture_output=True, text=True,
