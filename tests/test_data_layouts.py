@@ -104,7 +104,7 @@ def test_prepare_from_loc_solution_writes_a_list_and_a_limit_run_scores_true_lab
     assert str(listed) in out and "6 images" in out and "3 classes" in out
     assert sorted(p.name for p in (root / "imagenet/val").iterdir()) == before  # nothing moved
     code, out, err = check(root, capsys)
-    assert code == 0 and "is ready" in out and "layout oodbench" in out
+    assert code == 0 and "is ready" in out and "layout oodbench, detected" in out
 
     labels = limited_run(root, tmp_path)["ImageNet-1k"]
     # --limit 4 of the 6 sorted files keeps entries 0, 1, 3, 4 (evenly spaced) = images 1, 2, 4, 5
@@ -246,13 +246,13 @@ def test_mcm_layout_is_detected_checked_and_run(tmp_path, capsys):
     assert code == 0 and "layout mcm under datasets/" in out
     assert "detected from datasets/ImageNet_OOD_dataset" in out
     code, out, _ = check(root / "datasets", capsys)  # MCM's --root-dir itself
-    assert code == 0 and "layout mcm (detected" in out
+    assert code == 0 and "layout mcm, detected" in out
     labels = limited_run(root, tmp_path, limit=4)
     assert labels["ImageNet-1k"].tolist() == [0, 0, 1, 2]  # 6 sorted images, 2 per class
     assert labels["SUN"].tolist() == [-1, -1]
     # named explicitly, a layout that is not there is refused with what is missing
     code, _, err = check(root, capsys, "imagenet1k-mos4", "--layout", "oodbench")
-    assert code == 2 and "layout oodbench (named" in err and "iNaturalist (10,000 images" in err
+    assert code == 2 and "layout oodbench, named" in err and "iNaturalist (10,000 images" in err
     code, _, err = check(root, capsys, "imagenet1k-mos4", "--layout", "nope")
     assert code == 2 and "use one of oodbench, mcm, openood-vlm" in err
 
@@ -282,7 +282,7 @@ def test_openood_vlm_layout_is_detected_checked_and_run(tmp_path, capsys):
     root = vlm_root(tmp_path)
     code, out, _ = check(root, capsys)
     assert code == 0
-    assert "layout openood-vlm (detected from benchmark_imglist/imagenet/test_sun.txt)" in out
+    assert "layout openood-vlm, detected from benchmark_imglist/imagenet/test_sun.txt;" in out
     labels = limited_run(root, tmp_path, limit=4)
     assert labels["ImageNet-1k"].tolist() == [WNIDS.index(TRUTH[i]) for i in (1, 2, 4, 5)]
     assert set(labels) == {"ImageNet-1k", "iNaturalist", "SUN", "Places", "Textures"}
@@ -401,3 +401,15 @@ def test_bench_takes_the_data_root_limit_and_params(standin_root, tmp_path):
                  str(results), "--device", "cpu", "--quiet"]) == 0
     rec = json.loads(next(results.glob("runs/imagenet1k-mos4/*/*/seed0.json")).read_text())
     assert rec["limit"] == 4 and rec["detector"]["params"]["temperature"] == 2
+
+
+def test_an_id_image_list_with_minus_one_labels_is_refused(tmp_path, capsys):
+    root = vlm_root(tmp_path)
+    lst = root / "benchmark_imglist/imagenet/test_imagenet_all.txt"
+    rows = lst.read_text().splitlines()
+    rows[1] = rows[1].rsplit(" ", 1)[0] + " -1"
+    lst.write_text("\n".join(rows) + "\n")
+    code, _, err = check(root, capsys)
+    assert code == 2
+    assert "ImageNet-1k is the ID test set, so every image needs a class label, but 1 of 6" in err
+    assert val_name(2) in err

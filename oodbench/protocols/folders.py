@@ -150,9 +150,9 @@ class FolderProtocol(ProtocolDef):
             return ""
         lay, prefix, how = self.resolve_layout(root)
         others = [n for n in self.layout_names() if n != lay.name]
-        alt = f"; others: {', '.join(others)} (--layout NAME)" if others else ""
+        alt = f"; other layouts: {', '.join(others)} (--layout NAME)" if others else ""
         where = f" under {prefix.rstrip('/')}/" if prefix else ""
-        return f"layout {lay.name}{where} ({how}){alt}"
+        return f"layout {lay.name}{where}, {how}{alt}"
 
     def classnames(self) -> list[str]:
         """The ID label set, in label-index order."""
@@ -179,8 +179,10 @@ class FolderProtocol(ProtocolDef):
             m = replace(m, labels=(-1,) * len(m))
         elif spec.role in LABELLED and (unlabelled := [p for p, y in zip(m.paths, m.labels,
                                                                         strict=True) if y < 0]):
+            what = {"id": "the ID test set", "val": "the ID val split", "train": "the training "
+                    "split", "shifted-id": "a shifted-ID set"}[spec.role]
             raise DataError(
-                f"{spec.name} is a {spec.role} set, so every image needs a class label, but "
+                f"{spec.name} is {what}, so every image needs a class label, but "
                 f"{len(unlabelled):,} of {len(m):,} have none (label -1), e.g. "
                 f"{unlabelled[:3]}; give them labels (class folders, or an image list with "
                 "labels)")

@@ -21,7 +21,9 @@ from oodbench.registry import PROTOCOLS
 MOS_URL = "http://pages.cs.wisc.edu/~huangrui/imagenet_ood_dataset"
 IMAGENET_SOURCE = (
     "ILSVRC-2012 validation images from image-net.org (registration required), sorted into one "
-    "folder per WNID (e.g. with the valprep.sh script) so that imagenet/val/n01440764/*.JPEG exists"
+    "folder per WNID (e.g. with the valprep.sh script) so that imagenet/val/n01440764/*.JPEG "
+    "exists, or left flat as ILSVRC2012_img_val.tar unpacks and labelled in place by `oodbench "
+    "data prepare imagenet-val --ground-truth LOC_val_solution.csv`"
 )
 IMAGENET_TRAIN_SOURCE = (
     "ILSVRC-2012 training images from image-net.org, as imagenet/train/<wnid>/*.JPEG "
