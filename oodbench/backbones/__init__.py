@@ -26,6 +26,9 @@ BACKBONES.register_lazy("ViT-B-16:laion2b_s34b_b88k", _OPENCLIP,
                         "open_clip ViT-B/16 LAION-2B (CLIPN's base model)")
 BACKBONES.register_lazy("ViT-B-32:openai", _OPENCLIP, "OpenAI CLIP ViT-B/32")
 BACKBONES.register_lazy("ViT-L-14:openai", _OPENCLIP, "OpenAI CLIP ViT-L/14")
+BACKBONES.register_lazy("ViT-B-16:random", _OPENCLIP,
+                        "ViT-B/16 with seeded random weights (any ARCH:random works): smoke runs "
+                        "of the real path without weights; numbers mean nothing, never ranked")
 
 
 def load_backbone(
