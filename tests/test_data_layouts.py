@@ -413,3 +413,21 @@ def test_an_id_image_list_with_minus_one_labels_is_refused(tmp_path, capsys):
     assert code == 2
     assert "ImageNet-1k is the ID test set, so every image needs a class label, but 1 of 6" in err
     assert val_name(2) in err
+
+
+def test_prepare_on_a_read_only_root_says_what_to_do(tmp_path, capsys, monkeypatch):
+    import errno
+
+    import oodbench.io
+
+    def refuse(path, text):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(oodbench.io, "atomic_write_text", refuse)  # root may write anywhere
+    root = flat_root(tmp_path)
+    gt = loc_solution(tmp_path / "LOC_val_solution.csv")
+    assert main(["data", "prepare", "imagenet-val", "--ground-truth", str(gt),
+                 "--data-root", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write the image list" in err and "Permission denied" in err
+    assert "ln -s" in err and "Traceback" not in err

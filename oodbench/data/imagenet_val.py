@@ -194,7 +194,14 @@ def write_val_list(root: Path, folder: str, truth: dict[int, str]) -> tuple[Path
         raise DataError(f"{out} exists and was not written by oodbench; move it away first")
     lines = [f"{LIST_HEADER} {folder}: path<TAB>label (sorted-WNID index), root-relative"]
     lines += [f"{p}\t{y}" for p, y in zip(m.paths, m.labels, strict=True)]
-    atomic_write_text(out, "\n".join(lines) + "\n")
+    try:
+        atomic_write_text(out, "\n".join(lines) + "\n")
+    except OSError as e:
+        raise DataError(
+            f"cannot write the image list {out} ({e.strerror or e}). The data root must be "
+            "writable for oodbench's own .oodbench/ folder; for a read-only root, make a writable "
+            f"one that links to it (mkdir ~/ood && ln -s {Path(root).resolve()}/* ~/ood/) and "
+            "prepare that") from None
     return out, m
 
 
