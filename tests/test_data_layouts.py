@@ -110,6 +110,13 @@ def test_prepare_from_loc_solution_writes_a_list_and_a_limit_run_scores_true_lab
     # --limit 4 of the 6 sorted files keeps entries 0, 1, 3, 4 (evenly spaced) = images 1, 2, 4, 5
     assert labels.tolist() == [WNIDS.index(TRUTH[i]) for i in (1, 2, 4, 5)] == [2, 0, 2, 0]
 
+    argv = ["data", "prepare", "imagenet-val", "--ground-truth", str(gt), "--data-root", str(root)]
+    assert main(argv) == 0  # its own list is rewritten
+    listed.write_text("my notes\n")  # a file oodbench did not write is never replaced
+    assert main(argv) == 2
+    assert "was not written by oodbench" in capsys.readouterr().err
+    assert listed.read_text() == "my notes\n"
+
 
 def test_prepare_reads_the_devkit_ground_truth_through_its_meta_mat(tmp_path, capsys):
     scipy_io = pytest.importorskip("scipy.io")
