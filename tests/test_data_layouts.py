@@ -264,6 +264,20 @@ def test_mcm_layout_is_detected_checked_and_run(tmp_path, capsys):
     assert code == 2 and "use one of oodbench, mcm, openood-vlm" in err
 
 
+def test_the_layout_in_the_environment_serves_the_protocols_that_accept_it(tmp_path, capsys,
+                                                                           monkeypatch):
+    from oodbench.registry import PROTOCOLS
+
+    root = mcm_root(tmp_path)
+    monkeypatch.setenv("OODBENCH_LAYOUT", "oodbench")
+    code, _, err = check(root, capsys)
+    assert code == 2 and "layout oodbench, named" in err
+    monkeypatch.setenv("OODBENCH_LAYOUT", "mcm")
+    assert PROTOCOLS.get("imagenet1k-mos4")().resolve_layout(root)[0].name == "mcm"
+    # a protocol without that layout ignores the variable instead of failing
+    assert PROTOCOLS.get("openood-v1.5-imagenet1k")().resolve_layout(root)[0].name == "oodbench"
+
+
 def vlm_root(tmp_path: Path) -> Path:
     """OpenOOD-VLM's data/: the traditional-four lists under benchmark_imglist/imagenet/."""
     root = tmp_path / "OpenOOD-VLM/data"

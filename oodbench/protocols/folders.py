@@ -104,8 +104,15 @@ class FolderProtocol(ProtocolDef):
     notes: ClassVar[str] = ""
 
     def __init__(self, layout: str | None = None) -> None:
-        """``layout`` names one of ``layouts`` (default: ``$OODBENCH_LAYOUT``, else detected)."""
-        self.layout_request = layout or os.environ.get(LAYOUT_ENV) or None
+        """``layout`` names one of ``layouts`` (default: ``$OODBENCH_LAYOUT``, else detected).
+
+        A layout named in the environment applies only to protocols that accept it (one
+        ``OODBENCH_LAYOUT=mcm`` serves a whole ``make bench``); one named here must be accepted.
+        """
+        env = os.environ.get(LAYOUT_ENV) or None
+        if layout is None and env not in self.layout_names():
+            env = None
+        self.layout_request = layout or env
 
     def layout_names(self) -> list[str]:
         """Names of the layouts this protocol accepts (the default first)."""
