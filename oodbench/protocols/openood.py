@@ -85,3 +85,5 @@ class OpenOODImageNet1kFS(FolderProtocol):
     description = "OpenOOD v1.5 ImageNet-1k full-spectrum: ImageNet-V2/-C/-R/-ES count as ID"
     sets = OPENOOD_SETS + CSID_SETS
     classnames_fn = staticmethod(imagenet1k_classnames)
+    notes = ("ImageNet-ES joined OpenOOD's full-spectrum shifted-ID sets in July 2024 (OpenOOD "
+             "commit 66a007c); numbers published before then (e.g. LAPT's Table A3) exclude it.")
