@@ -24,6 +24,7 @@ import csv
 import os
 import re
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 
 from oodbench.data.classnames import imagenet1k_wnids
@@ -225,6 +226,4 @@ def filter_wnids(m: Manifest, classes: Iterable[str]) -> Manifest:
     pos = {w: i for i, w in enumerate(classes)}
     keep = [i for i, y in enumerate(m.labels) if 0 <= y < len(wnids) and wnids[y] in pos]
     sub = m.subset(keep)
-    from dataclasses import replace
-
     return replace(sub, labels=tuple(pos[wnids[y]] for y in sub.labels))
