@@ -1,5 +1,10 @@
 # oodbench — `make bench` sets up .venv when missing, runs, and rebuilds the leaderboards.
 #   make bench DETECTOR=mcm,energy [PROTOCOL=toy] [BACKBONE=toy] [SEEDS=0,1,2]
+#              [DATA=/data/ood] [LAYOUT=mcm] [LIMIT=16] [PRECISION=fp16]
+#              [PARAM='mcm.temperature=1 krnft.shots=16'] [RESULTS=results]
+#   (DATA: the data root, default $OODBENCH_DATA; LAYOUT: oodbench, mcm or openood-vlm, default
+#    detected; LIMIT: at most N images per set, training split included, for smoke runs;
+#    BACKBONE=ViT-B-16:random runs the real path without weights, never ranked)
 #   make test        fast tests (what CI runs first)
 #   make test-slow   end-to-end tests on the toy world
 #   make leaderboard rebuild results/leaderboard/ from results/runs/
@@ -14,10 +19,22 @@ DETECTOR ?= mcm
 SEEDS ?= 0
 PROTOCOL ?=
 BACKBONE ?=
+DATA ?=
+LAYOUT ?=
+LIMIT ?=
+PARAM ?=
+PRECISION ?=
+# where bench writes records and leaderboards (results/ holds the shipped toy reference too)
+RESULTS ?= results
 export HF_HUB_OFFLINE ?= 1
+ifneq ($(LAYOUT),)
+export OODBENCH_LAYOUT := $(LAYOUT)
+endif
 
-BENCH_ARGS := --detector $(DETECTOR) --seeds $(SEEDS) \
-	$(if $(PROTOCOL),--protocol $(PROTOCOL)) $(if $(BACKBONE),--backbone $(BACKBONE))
+BENCH_ARGS := --detector $(DETECTOR) --seeds $(SEEDS) --results-dir $(RESULTS) \
+	$(if $(PROTOCOL),--protocol $(PROTOCOL)) $(if $(BACKBONE),--backbone $(BACKBONE)) \
+	$(if $(DATA),--data-root $(DATA)) $(if $(LIMIT),--limit $(LIMIT)) \
+	$(if $(PRECISION),--precision $(PRECISION)) $(foreach p,$(PARAM),--param $(p))
 
 .PHONY: bench test test-slow leaderboard lint venv clean-cache
 

@@ -612,6 +612,11 @@ def _shifted_lines(layout: Layout, rows: Sequence[Row]) -> list[str]:
 
 # ----------------------------------------------------------------------------- build
 
+def random_weights(rec: ResultRecord) -> bool:
+    """True for a smoke run on random weights (``ARCH:random``): never ranked."""
+    return bool((rec.backbone.get("identity") or {}).get("random_weights"))
+
+
 def build_leaderboards(results_dir: Path, out_dir: Path | None, plots: bool,
                        reported_path: Path | None = None) -> list[Path]:
     """Write ``<out>/<protocol>.csv`` and ``.md`` for every protocol with records; return the paths.
@@ -624,7 +629,7 @@ def build_leaderboards(results_dir: Path, out_dir: Path | None, plots: bool,
     out = Path(out_dir) if out_dir else results_dir / "leaderboard"
     rpath = reported_path or default_reported_path(results_dir)
     reported = read_reported(rpath) if rpath else []
-    grouped = by_protocol(load_runs(results_dir))
+    grouped = by_protocol(r for r in load_runs(results_dir) if not random_weights(r.record))
     for protocol, runs in grouped.items():  # refuse before writing anything
         check_versions(protocol, runs)
     written = []

@@ -171,8 +171,23 @@ def scan_image_folder(
     if not base.is_dir():
         raise DataError(f"{name}: folder {base} does not exist")
     entries = sorted(os.scandir(base), key=lambda e: e.name)
-    dirs = [e.name for e in entries if e.is_dir()]
+    dirs = [e.name for e in entries if e.is_dir() and not e.name.startswith(".")]
     files = [e.name for e in entries if e.is_file() and e.name.lower().endswith(IMAGE_SUFFIXES)]
+    if dirs and files:
+        raise DataError(
+            f"{name}: {base} mixes {len(dirs):,} class folders with {len(files):,} loose image "
+            f"file(s) at its top: {', '.join(files[:10])}{' ...' if len(files) > 10 else ''}. "
+            "Every image must sit in a class folder (or none may): move the loose files into "
+            "their class folders, or out of this folder")
+    if not dirs and not files:
+        tars = [e.name for e in entries if e.is_file() and e.name.endswith(".tar")]
+        if tars:
+            raise DataError(
+                f"{name}: {base} holds {len(tars):,} .tar file(s) (e.g. {tars[0]}) and no images; "
+                "ILSVRC2012_img_train.tar unpacks into one tar per class. Unpack each into a "
+                f"folder of its own name: cd {base} && for f in *.tar; do "
+                'mkdir -p "${f%.tar}" && tar -xf "$f" -C "${f%.tar}"; done '
+                "(then delete the tars)")
     paths: list[str] = []
     labels: list[int] = []
     if dirs and not files:
