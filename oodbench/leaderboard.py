@@ -229,9 +229,15 @@ def _group_members(rec: ResultRecord) -> dict[str, list[str]]:
 
 
 def backbone_label(backbone: dict) -> str:
-    """A record's backbone as a leaderboard shows it: the spec, with the precision unless fp32."""
+    """A record's backbone as a leaderboard shows it: the spec, with the precision unless fp32,
+    and the user's preprocessing when it replaced the detector's official recipe."""
     precision = backbone.get("precision", "fp32")
-    return backbone["spec"] + ("" if precision == "fp32" else f" ({precision})")
+    label = backbone["spec"] + ("" if precision == "fp32" else f" ({precision})")
+    recipe = backbone.get("recipe") or {}
+    if recipe.get("official") is False:
+        pp = recipe.get("overrides") or {}
+        label += " [not the official recipe: " + ", ".join(f"{k}={v}" for k, v in pp.items()) + "]"
+    return label
 
 
 def rows_of(runs: Sequence[Run]) -> list[Row]:
