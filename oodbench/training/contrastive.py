@@ -18,13 +18,16 @@ never the rank, and every per-image random draw is made for the whole global bat
 and both losses first all-gather the features of every rank (:func:`gather_features`: the other
 ranks' rows as constants, this rank's rows carrying their gradient, as open_clip's
 ``gather_features(local_loss=False, gather_with_grad=False)`` that CLIPN's ``run.sh`` uses). Every
-rank so computes the loss of the whole global batch, and its backward pass yields the gradient
-through its own rows; the trainer *sums* these over the ranks (:meth:`ContrastiveTrainer.
-_reduce_grads`), which is exactly the gradient of the global-batch loss: one process with
-``batch_size=2048`` and four with 512 rows each compute the same loss and the same update (up to
-float32 rounding). CMA's official ``DataParallel`` computes exactly this gradient; CLIPN's DDP
-averages instead of summing, which scales its gradient by 1/4 -- a scale AdamW's update ignores
-but for its ``eps`` (1e-6).
+rank so computes the same loss of the whole global batch. Its backward pass reaches the encoders
+through its own rows only, while a parameter used by the loss itself (CMA's trained logit scale)
+gets its whole gradient on every rank; so the local rows pass their gradient on multiplied by the
+number of ranks W (which is what an autograd all-gather would return: the sum over the W identical
+losses), and the trainer *averages* the gradients over the ranks (:meth:`ContrastiveTrainer.
+_reduce_grads`). The result is exactly the gradient of the global-batch loss for every
+parameter: one process with ``batch_size=2048`` and four with 512 rows each compute the same loss
+and the same update (up to float32 rounding). CMA's official ``DataParallel`` computes exactly
+this gradient; CLIPN's DDP with ``gather_with_grad=False`` gets 1/W of it for the "no" tower -- a
+scale AdamW's update ignores but for its ``eps`` (1e-6).
 
 :func:`train_contrastive` runs the optimiser loop shared by both: AdamW, linear warm-up then cosine
 decay per step (``CosineAnnealingWarmupRestarts`` with one cycle, as CMA uses), gradient
@@ -73,12 +76,28 @@ def shard_slice(n: int, rank: int | None = None, world: int | None = None) -> sl
     return slice(r * n // w, (r + 1) * n // w)
 
 
+class _TimesWorld(torch.autograd.Function):
+    """Identity forward; the backward multiplies the gradient by the number of ranks."""
+
+    @staticmethod
+    def forward(ctx, t: torch.Tensor, world: int) -> torch.Tensor:
+        ctx.world = world
+        return t.view_as(t)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad * ctx.world, None
+
+
 def gather_features(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Every rank's rows of each (n_r, D) tensor, concatenated in rank order.
 
     The other ranks' rows are constants, this rank's rows are the given tensors themselves, so the
     gradient of a loss on the gathered features flows into this rank's share only (open_clip's
-    ``gather_features`` with ``local_loss=False, gather_with_grad=False``). Ranks may hold
+    ``gather_features`` with ``local_loss=False, gather_with_grad=False``), multiplied by the
+    number of ranks W: every rank computes the same loss, so this is the gradient an autograd
+    all-gather would sum over the W copies, without its communication; the trainer's average over
+    the ranks then gives the global-batch gradient (module docstring). Ranks may hold
     different numbers of rows (the last batch of an epoch): rows are padded to the largest share
     for the collective and trimmed after. A world of one returns the tensors unchanged.
     """
@@ -100,7 +119,7 @@ def gather_features(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         parts = [torch.empty_like(padded) for _ in range(world)]
         torch.distributed.all_gather(parts, padded.contiguous())
         rows = [p[:k] for p, k in zip(parts, sizes, strict=True)]
-        rows[me] = t
+        rows[me] = _TimesWorld.apply(t, world) if t.requires_grad else t
         out.append(torch.cat(rows))
     return tuple(out)
 
@@ -202,6 +221,20 @@ def step_generator(seed: int, step: int, micro: int = 0) -> torch.Generator:
         (seed * 1_000_003 + step * 7_919 + micro * 104_729) % (2**63))
 
 
+def average_gradients(params: list[torch.nn.Parameter]) -> None:
+    """Average the gradients over the ranks: with the gathered losses' W-scaled local rows this
+    is the global-batch gradient of every parameter (see the module docstring). A parameter
+    without a gradient counts as zero, so every rank joins every all-reduce."""
+    if not distributed.active():
+        return
+    world = distributed.world_size()
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        torch.distributed.all_reduce(p.grad)
+        p.grad /= world
+
+
 class ContrastiveTrainer:
     """Runs ``cfg.total`` optimiser steps of ``loss_fn`` on ``module``'s trainable parameters."""
 
@@ -244,14 +277,7 @@ class ContrastiveTrainer:
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=on)
 
     def _reduce_grads(self) -> None:
-        """Sum the gradients over the ranks: each holds the global loss's gradient through its
-        own rows only, so the sum is the global-batch gradient (see the module docstring)."""
-        if not distributed.active():
-            return
-        for p in self.params:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-            torch.distributed.all_reduce(p.grad)
+        average_gradients(self.params)
 
     def step(self, step: int) -> float:
         """One optimiser step over ``grad_accum`` micro-batches; returns the mean loss."""
