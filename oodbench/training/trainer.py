@@ -33,7 +33,7 @@ import torch
 
 from oodbench.features.cache import spec_key
 from oodbench.io import atomic_write
-from oodbench.progress import console, progress
+from oodbench.progress import console
 from oodbench.training.artifact import artifact_paths, load_artifact, save_artifact
 
 TRAINER_VERSION = "1"
@@ -129,7 +129,12 @@ class TrainProgress:
     def __enter__(self) -> TrainProgress:
         self.t0 = self._last = time.perf_counter()
         if not self.quiet and self.terminal:
-            self._bar_cm = progress(False)
+            from rich.progress import BarColumn, Progress, TextColumn
+
+            # a compact bar: the text already carries step, rate and ETA
+            self._bar_cm = Progress(TextColumn("[bold]{task.description}"),
+                                    BarColumn(bar_width=20), TextColumn("{task.fields[extra]}"),
+                                    console=console, transient=False)
             self.bar = self._bar_cm.__enter__()
             self.task = self.bar.add_task(self.desc, total=self.total, completed=self.start,
                                           extra="")
