@@ -128,6 +128,7 @@ def _rank_main(rank: int, world: int, port: int, names, standin_root: str, out: 
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world))
     distributed.init_from_env(torch.device("cpu"))
     assert distributed.world_size() == world
+    assert distributed.broadcast(f"rank {rank}") == "rank 0"
     result = _run_all(names, standin_root, Path(out) / f"run{rank}")
     torch.save(result, Path(out) / f"rank{rank}.pt")
     distributed.shutdown()
@@ -173,3 +174,30 @@ def test_two_gloo_processes_compute_the_one_process_global_batch_loss(tmp_path):
 def test_clipn_on_the_toy_world_and_cma_on_images_under_two_processes(standin_root, tmp_path):
     """The detectors' own loss functions: data sharding, crop seeds and prompt picks included."""
     _check_two_ranks_equal_one(DETECTORS, str(standin_root), tmp_path)
+
+
+@pytest.mark.slow
+def test_torchrun_fine_tunes_cma_on_a_global_batch_shared_by_the_ranks(standin_root, tmp_path):
+    """A real ``torchrun`` run: one artifact, one set of tuned-feature cache entries, and a record
+    saying the global batch was split over two processes."""
+    import json
+    import subprocess
+    import sys
+
+    from oodbench.features.cache import Cache
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_port", str(_free_port()), "-m", "oodbench", "run", "--detector", "cma",
+           "--protocol", "imagenet1k-mos4", "--backbone", "tiny-random", "--data-root",
+           str(standin_root), "--workers", "0", "--quiet", "--cache-dir", str(tmp_path / "c"),
+           "--results-dir", str(tmp_path / "r"), "--param", "cma.max_steps=2", "--param",
+           "cma.batch_size=5", "--param", "cma.warmup_steps=1"]
+    subprocess.run(cmd, check=True, env=env, timeout=600)
+    (record,) = (tmp_path / "r").rglob("cma@*/seed0.json")
+    train = json.loads(record.read_text())["train"]
+    assert train["world_size"] == 2 and train["global_batch"] == 5
+    assert train["per_process_batch"] == 3 and train["precision"] == "fp32"
+    tuned = [e for e in Cache(tmp_path / "c").entries()
+             if e.level == "images" and e.spec["backbone"].get("finetuned") == "cma"]
+    assert len(tuned) == 5  # each test set once: both ranks keyed it by rank 0's artifact sum

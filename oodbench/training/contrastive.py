@@ -358,5 +358,5 @@ def train_contrastive(module: torch.nn.Module, loss_fn: LossFn, cfg: Contrastive
         sha = save_artifact(run_dir, state, {"key": key, "spec": spec, "result": result,
                                              "config": dataclasses.asdict(cfg)})
         trainer.checkpoint_path.unlink(missing_ok=True)
-    distributed.barrier()
+    sha = distributed.broadcast(sha)  # every rank names the tuned model by the saved sum
     return {**info, **result, "sha256": sha, "loaded": False}
