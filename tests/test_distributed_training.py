@@ -38,10 +38,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _grads_after(module: torch.nn.Module, loss_fn) -> tuple[float, dict]:
-    """Loss of step 0 and the gradient the trainer hands the optimiser (reduced over ranks)."""
+def _grads_after(module: torch.nn.Module, loss_fn, step: int = 0) -> tuple[float, dict]:
+    """Loss of ``step`` and the gradient the trainer hands the optimiser (reduced over ranks)."""
     module.zero_grad(set_to_none=True)
-    loss, _ = loss_fn(0, 0, step_generator(0, 0))
+    loss, _ = loss_fn(step, 0, step_generator(0, step))
     loss.backward()
     average_gradients([p for p in module.parameters() if p.requires_grad])
     return float(loss.detach()), {n: p.grad.detach().clone() for n, p in module.named_parameters()
@@ -84,7 +84,7 @@ def _clipn_toy_problem():
     return det.tower, det.loss_fn(ctx, source, GLOBAL_BATCH)
 
 
-def _cma_problem(standin_root: str):
+def _cma_problem(standin_root: str, batch: int = GLOBAL_BATCH):
     """CMA's own loss on stand-in training images through a small CLIP (both towers train)."""
     import copy
 
@@ -97,7 +97,7 @@ def _cma_problem(standin_root: str):
     model = copy.deepcopy(bb.model).float().eval()
     for q in model.parameters():
         q.requires_grad_(True)
-    det = CMA({"batch_size": GLOBAL_BATCH})
+    det = CMA({"batch_size": batch})
     names = [f"class {i}" for i in range(max(manifest.labels) + 1)]
     return model, det.loss_fn(SimpleNamespace(backbone=bb, seed=0), model, manifest, names)
 
@@ -106,11 +106,13 @@ def _problems(standin_root: str) -> dict:
     return {"cma-arrays": lambda: _array_problem("cma"),
             "clipn-arrays": lambda: _array_problem("clipn"),
             "clipn-toy": _clipn_toy_problem,
-            "cma-images": lambda: _cma_problem(standin_root)}
+            "cma-images": lambda: _cma_problem(standin_root),
+            # 12 images in batches of 11: batch 1 holds one image, rank 0's share is empty
+            "cma-tail": lambda: _cma_problem(standin_root, 11)}
 
 
 ARRAYS = ("cma-arrays", "clipn-arrays")
-DETECTORS = ("clipn-toy", "cma-images")
+DETECTORS = ("clipn-toy", "cma-images", "cma-tail")
 
 
 def _run_all(names, standin_root: str, tmp: Path) -> dict:
@@ -119,7 +121,7 @@ def _run_all(names, standin_root: str, tmp: Path) -> dict:
     problems = _problems(standin_root)
     for name in names:
         module, loss_fn = problems[name]()
-        out[name] = _grads_after(module, loss_fn)
+        out[name] = _grads_after(module, loss_fn, step=1 if name.endswith("tail") else 0)
     return out
 
 

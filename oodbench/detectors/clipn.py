@@ -50,6 +50,7 @@ from oodbench.registry import DETECTORS
 from oodbench.training.contrastive import (
     ContrastiveConfig,
     clipn_loss,
+    encode_rows,
     shard_slice,
     train_contrastive,
 )
@@ -320,12 +321,17 @@ class CLIPN(Detector):
                                  generator=gen)
             images, captions = source.batch(index, batch, ctx.seed, crop_gen)
             pick = pick[shard_slice(len(pick))]
-            tokens = bb.tokenizer(captions).to(bb.device)
+            tokens = (bb.tokenizer(captions) if captions else bb.tokenizer([""])[:0]).to(bb.device)
+            x = normalize(images, bb.preprocess, dtype=bb.dtype)
             with torch.no_grad():
-                img = F.normalize(clip.encode_image(normalize(images, bb.preprocess,
-                                                              dtype=bb.dtype)).float(), dim=-1)
-                yes = F.normalize(clip.encode_text(tokens).float(), dim=-1)
-            no = F.normalize(self.tower(tokens, pick.to(bb.device)).float(), dim=-1)
+                img = F.normalize(encode_rows(clip.encode_image, x).float(), dim=-1)
+                yes = F.normalize(encode_rows(clip.encode_text, tokens).float(), dim=-1)
+            pick = pick.to(bb.device)
+
+            def no_tower(t: torch.Tensor) -> torch.Tensor:  # the dummy row of an empty share
+                return self.tower(t, pick if len(pick) == len(t) else pick.new_zeros(len(t)))
+
+            no = F.normalize(encode_rows(no_tower, tokens).float(), dim=-1)
             return clipn_loss(img, yes, no, scale)
 
         return loss_fn

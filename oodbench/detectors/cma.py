@@ -60,6 +60,7 @@ from oodbench.training.augment import crop_box
 from oodbench.training.contrastive import (
     ContrastiveConfig,
     cma_loss,
+    encode_rows,
     shard_slice,
     train_contrastive,
 )
@@ -241,8 +242,8 @@ class CMA(Detector):
             images = train_crops(manifest, idx.tolist(), pp.crop, pp.interpolation,
                                  p.crop_scale_min, seeds)
             x = normalize(images.to(bb.device), pp, dtype=torch.float32)
-            img = F.normalize(model.encode_image(x), dim=-1)
-            txt = F.normalize(model.encode_text(tokens[labels[idx]]), dim=-1)
+            img = F.normalize(encode_rows(model.encode_image, x), dim=-1)
+            txt = F.normalize(encode_rows(model.encode_text, tokens[labels[idx]]), dim=-1)
             return cma_loss(img, txt, model.logit_scale.exp(), p.lam)
 
         return loss_fn

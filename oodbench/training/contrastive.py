@@ -124,6 +124,15 @@ def gather_features(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return tuple(out)
 
 
+def encode_rows(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """``fn(x)``, also for a share of zero rows (a rank's share of a last batch shorter than the
+    number of ranks): encoders reject an empty batch, so one zero row is encoded and dropped,
+    which keeps the parameters in the graph (zero gradients) and the rank in the gathering."""
+    if len(x):
+        return fn(x)
+    return fn(x.new_zeros((1, *x.shape[1:])))[:0]
+
+
 def cma_loss(image: torch.Tensor, text: torch.Tensor, scale: torch.Tensor | float,
              lam: float) -> tuple[torch.Tensor, dict]:
     """CMA objective on (B, D) normalised image and text features of matched pairs.
