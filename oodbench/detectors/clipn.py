@@ -301,8 +301,11 @@ class CLIPN(Detector):
                                  quiet=ctx.quiet,
                                  steps_per_epoch=per_epoch and max(1, per_epoch // p.grad_accum),
                                  images_per_step=batch * p.grad_accum)
+        # the paper trains on CC3M; a pairs file may or may not be it, the toy world is not
         return {**info, "global_batch": batch,
-                "per_process_batch": -(-batch // distributed.world_size())}
+                "per_process_batch": -(-batch // distributed.world_size()),
+                "pairs": "toy" if source.toy else str(p.pairs),
+                "paper_data": False if source.toy else None}
 
     def loss_fn(self, ctx: Context, source: PairSource, batch: int):
         """The trainer's ``loss_fn(step, micro, gen)``: the CLIPN loss of global batch number
