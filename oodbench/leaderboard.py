@@ -498,6 +498,12 @@ def markdown_text(layout: Layout, rows: Sequence[Row], reported: Sequence[Report
     for row in rows:
         seeds = f"{len(row.runs)} ({','.join(map(str, row.seeds))})"
         name = row.label + (f" v{row.version}" if row.version != "1" else "")
+        train = [r.record.train or {} for r in row.runs]
+        if any(t.get("paper_data") is False for t in train):
+            name += " †"
+            why = next((t["data_note"] for t in train if t.get("data_note")), "see its records")
+            notes.append(f"† {row.label} on {row.backbone}: trained without the paper's data "
+                         f"({why})")
         if row.skipped:
             name += f" ({sum(row.skipped.values())} unreadable skipped)"
             notes.append(f"{row.label} on {row.backbone}: unreadable images were left out "
