@@ -15,8 +15,9 @@ Training (few-shot, 4 shots): each image gives ``n_crops`` RandomResizedCrop(224
 epoch (``augment=official``) or cycled from K crops drawn once (``views:K``, the toy preset),
 ranked by cosine to "a photo of a {label}."; the best crop conditions the meta-nets, the top 32
 are positives and the bottom 32 outliers. Loss = lambda_in * grouped CE on positives +
-lambda_out * mean log ID-mass of outliers + lambda_kd * (1 - mean cos(t', t)). Test: condition on the image itself and score the ID
-probability mass of one softmax over the C + M transformed logits (``test_groups`` = 1).
+lambda_out * mean log ID-mass of outliers + lambda_kd * (1 - mean cos(t', t)). Test: condition
+on the image itself and score the ID probability mass of one softmax over the C + M transformed
+logits (``test_groups`` = 1).
 
 Two official versions disagree (methods doc §4.10); ``variant`` chooses the whole set of defaults
 of one: ``original`` (86cdbbd: ``meta_dim 64`` read as h = D // int(512 / 64) = 64 on ViT-B/16,
@@ -66,7 +67,13 @@ from oodbench.registry import DETECTORS
 from oodbench.training.fewshot import fewshot_split
 from oodbench.training.presets import apply_preset, preset_name
 from oodbench.training.trainer import TrainConfig, epoch_batch, train_artifact
-from oodbench.training.views import Augment, CropRecipe, TrainingViews, views_artifact_spec
+from oodbench.training.views import (
+    Augment,
+    CropRecipe,
+    TrainingViews,
+    views_artifact_spec,
+    with_toy_views,
+)
 
 MINE_ID_TEMPLATE = "The nice {}."
 NOUN_TEMPLATE = "The nice {}."
@@ -277,11 +284,11 @@ class KRNFTParams(DetectorParams):
 # label set (toy-unseen, seed 0: avg FPR95 4.25 with it, 10.25 at lambda_kd 100). 16 shots (a
 # K the paper also runs) rather than 4: at 4 shots toy-unseen gives 4.25 / 5.65 / 5.70 over seeds
 # 0-2, at 16 shots 3.90 / 4.60 / 4.50.
-# Its 64 crops per image are drawn once and reused every epoch (views:64), as before issue 14; its
-# meta-net width is the variant's (refactor: 128 // 64 = 2 on the toy CLIP, was 64).
+# Its n_crops crops per image are drawn once and reused every epoch (augment views:<n_crops>, by
+# with_toy_views), as before issue 14; its meta-net width is the variant's (refactor: 128 // 64 =
+# 2 on the toy CLIP, was 64).
 TOY_PRESET = {"shots": 16, "n_crops": 64, "n_pos_crops": 16, "n_neg_crops": 16, "n_neg": 120,
-              "epochs": 20.0, "batch_size": 8, "lr": 1e-3, "lambda_kd": 3000.0,
-              "augment": "views:64"}
+              "epochs": 20.0, "batch_size": 8, "lr": 1e-3, "lambda_kd": 3000.0}
 
 
 @DETECTORS.register("krnft")
@@ -305,7 +312,8 @@ class KRNFT(Detector):
 
     def setup(self, ctx: Context) -> None:
         p = apply_preset(self.params, TOY_PRESET, ctx.protocol.name)
-        p = self.effective = p.resolved(int(ctx.backbone.embed_dim))
+        p = p.resolved(int(ctx.backbone.embed_dim))
+        p = self.effective = with_toy_views(self.params, p, ctx.protocol.name, p.n_crops)
         self.device = ctx.device
         corpus, nouns, adjectives = load_corpus(p.corpus, ctx.protocol.name, rule="noun-first")
         self.scale = float(ctx.backbone.model.logit_scale.detach().exp())

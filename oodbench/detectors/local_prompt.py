@@ -58,6 +58,7 @@ from oodbench.training.views import (
     dassl_epoch_lr,
     per_epoch_lr,
     views_artifact_spec,
+    with_toy_views,
 )
 
 OFFICIAL_DIVISOR = 100.0  # test_ood / test: `output /= 100.0` on logit_scale.exp() x cosine
@@ -137,7 +138,7 @@ class LocalPromptParams(DetectorParams):
 # local-prompt.shots=4 --param local-prompt.epochs=20), where MCM gives 29.35.
 TOY_PRESET = {"shots": 16, "n_ctx": 4, "n_neg_prompts": 30, "topk_train": 16, "topk_test": 3,
               "epochs": 5.0, "batch_size": 16, "lr": 0.01, "warmup_epochs": 0.0, "views": 8,
-              "num_pos": 4, "augment": "views:8"}
+              "num_pos": 4}  # and augment views:<views>: the views drawn once (with_toy_views)
 
 
 @DETECTORS.register("local-prompt")
@@ -165,7 +166,8 @@ class LocalPrompt(Detector):
                               "differs from its training classes; use krnft, lapt or locoop there")
 
     def setup(self, ctx: Context) -> None:
-        p = self.effective = apply_preset(self.params, TOY_PRESET, ctx.protocol.name)
+        p = apply_preset(self.params, TOY_PRESET, ctx.protocol.name)
+        p = self.effective = with_toy_views(self.params, p, ctx.protocol.name, p.views)
         self.check_protocol(ctx.protocol)
         names = ctx.protocol.training_classnames()
         model, tok = ctx.backbone.model, ctx.backbone.tokenizer

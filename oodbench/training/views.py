@@ -19,6 +19,8 @@ the very same crop for the same slot, whatever the batching or the number of wor
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import math
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -273,8 +275,6 @@ def dassl_epoch_lr(epoch: int, lr: float, epochs: int, warmup_epochs: int,
     """
     if epoch < warmup_epochs:
         return warmup_lr
-    import math
-
     return 0.5 * lr * (1 + math.cos(math.pi * (epoch - warmup_epochs) / epochs))
 
 
@@ -303,3 +303,15 @@ def per_epoch_lr(module: torch.nn.Module, lr_of_step: Callable[[int], float],
         yield
     finally:
         handle.remove()
+
+
+def with_toy_views(given, used, protocol_name: str, per_epoch: int):
+    """``used`` with ``augment=views:<per_epoch>`` when the toy preset applies and the user left
+    ``augment`` alone: the views a toy run needs per epoch, drawn once and reused every epoch,
+    which keeps its cost in CPU seconds whatever its view count."""
+    from oodbench.training.presets import is_toy
+
+    applies = given.preset == "toy" or (given.preset == "auto" and is_toy(protocol_name))
+    if not applies or "augment" in given.given_fields():
+        return used
+    return dataclasses.replace(used, augment=f"views:{per_epoch}")
