@@ -196,3 +196,39 @@ def test_krnft_a_field_set_by_hand_wins_over_the_variant():
     assert KRNFTParams().resolved(128).hidden == 2  # the refactor's rule on the toy CLIP's width
     with pytest.raises(ConfigError, match="augment"):
         KRNFTParams.from_dict({"augment": "views:x"})
+
+
+@pytest.mark.slow
+def test_a_sigkilled_krnft_run_on_official_views_resumes_to_the_clean_weights(standin_root,
+                                                                              tmp_path):
+    """A real `oodbench run` of KR-NFT with crops redrawn every epoch, SIGKILLed in the middle of
+    writing its second checkpoint (step 20 of 24; the one of step 10 is complete), resumes from
+    step 10, mid-epoch, and ends with the weights and numbers of an uninterrupted run."""
+    import json
+
+    from test_reliability_interrupt import kill_in_write
+
+    from oodbench.cli import main
+
+    params = ["shots=2", "n_crops=4", "n_pos_crops=2", "n_neg_crops=2", "n_neg=20", "corpus=toy",
+              "batch_size=1", "lr=0.001", "epochs=4.0", "augment=official"]
+
+    def args(name):
+        return ["run", "--detector", "krnft", "--protocol", "imagenet1k-mos4", "--backbone",
+                "tiny-random", "--workers", "0", "--quiet", "--data-root", str(standin_root),
+                "--cache-dir", str(tmp_path / f"{name}-cache"),
+                "--results-dir", str(tmp_path / f"{name}-results"),
+                *[a for p in params for a in ("--param", f"krnft.{p}")]]
+
+    def rec(name):
+        (path,) = (tmp_path / f"{name}-results").glob("runs/imagenet1k-mos4/*/krnft*/seed0.json")
+        return json.loads(path.read_text())
+
+    assert main(args("clean")) == 0
+    stalled = kill_in_write(args("killed"), tmp_path, match="checkpoint.pt", skip=1)
+    assert stalled.name == "checkpoint.pt"
+    assert main(args("killed")) == 0
+    clean, again = rec("clean")["train"], rec("killed")["train"]
+    assert clean["steps"] == 24 and clean["augment"] == "official"
+    assert again["resumed_from_step"] == 10 and again["sha256"] == clean["sha256"]
+    assert rec("killed")["metrics"] == rec("clean")["metrics"]
