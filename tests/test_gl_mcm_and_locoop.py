@@ -62,3 +62,14 @@ def test_locoop_scores_gl_mcm_with_weight_one_over_its_learned_prompts():
                                                    for r in range(P)) for i in range(N)]
     torch.testing.assert_close(det.score(feats), torch.tensor(ref))
     assert torch.equal(det.predict(feats), g.argmax(dim=1))
+
+
+def test_locoop_defaults_to_redrawn_crops_and_refuses_a_bad_augment():
+    import pytest
+
+    from oodbench.detectors.locoop import TOY_PRESET, LoCoOpParams
+    from oodbench.errors import ConfigError
+
+    assert LoCoOpParams().augment == "official" and TOY_PRESET["augment"] == "views:8"
+    with pytest.raises(ConfigError, match="augment='centre'"):
+        LoCoOpParams.from_dict({"augment": "centre"})

@@ -402,7 +402,8 @@ class KRNFT(Detector):
         encode = ctx.backbone.encode_image
         return TrainingViews(split.manifest, recipe, aug, p.n_crops, ctx.seed,
                              lambda x: (encode(x),), kinds, ctx.device, plan, artifact=path,
-                             quiet=ctx.quiet)
+                             quiet=ctx.quiet,
+                             field=f"{self.name}.augment")
 
     def logits(self, feats: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, C) ID and (N, M) negative logits, each image conditioning its own transform."""

@@ -206,7 +206,8 @@ class LoCoOp(Detector):
 
         return TrainingViews(split.manifest, recipe, aug, 1, ctx.seed, ctx.encode_global_local,
                              kinds, ctx.device, plan, artifact=path,
-                             dtypes={LOCAL: np.float16}, quiet=ctx.quiet)
+                             dtypes={LOCAL: np.float16}, quiet=ctx.quiet,
+                             field=f"{self.name}.augment")
 
     def score_and_predict(self, feats):
         p = self.effective

@@ -143,14 +143,15 @@ class TrainingViews:
     as it is stored (the ``local`` kind as float16, as in the feature cache), in both modes.
     ``plan(epoch)`` lists the batches (manifest indices) of an epoch in step order.
     :meth:`get` returns ``{kind: (B, per_epoch, ...)}`` float32 tensors on ``device``.
+    ``field`` names the hyperparameter in errors (e.g. ``krnft.augment``).
     """
 
     def __init__(self, manifest: Manifest, recipe: CropRecipe, augment: Augment, per_epoch: int,
                  seed: int, encode: Encoder, kinds: tuple[str, ...], device: torch.device,
                  plan: Callable[[int], list[torch.Tensor]], artifact: Path | None = None,
                  dtypes: dict[str, np.dtype] | None = None, workers: int | None = None,
-                 encode_batch: int = 256, quiet: bool = True):
-        augment.check(per_epoch)
+                 encode_batch: int = 256, quiet: bool = True, field: str = "augment"):
+        augment.check(per_epoch, field)
         self.manifest, self.recipe, self.augment = manifest, recipe, augment
         self.per_epoch, self.seed, self.encode, self.kinds = per_epoch, seed, encode, kinds
         self.device, self.plan, self.artifact = torch.device(device), plan, artifact
