@@ -29,13 +29,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from oodbench.data.images import INTERPOLATIONS, load_rgb
 from oodbench.data.manifest import Manifest
 from oodbench.errors import ConfigError
 from oodbench.features.extract import BatchBackoff, Prefetcher, loader_workers
 from oodbench.io import atomic_save_npz
 from oodbench.progress import progress
-from oodbench.training.augment import crop_box
+from oodbench.training.augment import slot_crops
 
 VIEWS_VERSION = "1"
 AUGMENT_HELP = ("'official' (views redrawn every epoch, as the authors' code) or 'views:K' (K "
@@ -96,28 +95,6 @@ class CropRecipe:
         return asdict(self)
 
 
-def slot_generator(seed: int, index: int, slot: int) -> torch.Generator:
-    """The generator of view ``slot`` of image ``index``: independent of batching and workers."""
-    return torch.Generator().manual_seed((seed * 1_000_003 + index * 7_919 + slot * 104_729
-                                          + 13) % (2**63))
-
-
-def slot_crops(manifest: Manifest, index: int, slots: list[int], recipe: CropRecipe,
-               seed: int) -> torch.Tensor:
-    """(len(slots), 3, size, size) uint8: the views ``slots`` of manifest entry ``index``."""
-    image = load_rgb(manifest.absolute(index))
-    out = np.empty((len(slots), recipe.size, recipe.size, 3), np.uint8)
-    for j, slot in enumerate(slots):
-        gen = slot_generator(seed, index, slot)
-        left, top, w, h = crop_box(image.width, image.height, gen, recipe.scale, recipe.ratio)
-        crop = image.resize((recipe.size, recipe.size), INTERPOLATIONS[recipe.interpolation],
-                            box=(left, top, left + w, top + h))
-        arr = np.asarray(crop, dtype=np.uint8)
-        flip = recipe.flip and float(torch.rand(1, generator=gen)) < 0.5
-        out[j] = arr[:, ::-1] if flip else arr
-    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
-
-
 class _ViewDataset:
     """Map-style dataset: item i -> (views of image i for the epoch's slots, i)."""
 
@@ -128,7 +105,9 @@ class _ViewDataset:
         return len(self.manifest)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return slot_crops(self.manifest, i, self.slots, self.recipe, self.seed), i
+        r = self.recipe
+        return slot_crops(self.manifest, i, self.slots, r.size, self.seed, r.interpolation,
+                          r.scale, r.ratio, r.flip), i
 
 
 def _collate(items):
