@@ -54,7 +54,7 @@ def test_locoop_scores_gl_mcm_with_weight_one_over_its_learned_prompts():
     det = LoCoOp({})
     det.effective = det.params  # score "gl", T = 1, local weight 1: LoCoOp's test_ood
     det.text = F.normalize(torch.randn(C, 8, generator=G), dim=-1)
-    det.cos_factor = 1.0  # OpenAI CLIP: logit_scale.exp() = 100, and test_ood divides by 100
+    det.cos_factor = 1.0  # logit_scale.exp() / 100 on OpenAI CLIP: the raw cosines
     feats = {GLOBAL: F.normalize(torch.randn(N, 8, generator=G), dim=-1),
              LOCAL: F.normalize(torch.randn(N, P, 8, generator=G), dim=-1)}
     g, loc = feats[GLOBAL] @ det.text.T, feats[LOCAL] @ det.text.T
@@ -62,3 +62,14 @@ def test_locoop_scores_gl_mcm_with_weight_one_over_its_learned_prompts():
                                                    for r in range(P)) for i in range(N)]
     torch.testing.assert_close(det.score(feats), torch.tensor(ref))
     assert torch.equal(det.predict(feats), g.argmax(dim=1))
+
+
+def test_locoop_defaults_to_redrawn_crops_and_refuses_a_bad_augment():
+    import pytest
+
+    from oodbench.detectors.locoop import TOY_PRESET, LoCoOpParams
+    from oodbench.errors import ConfigError
+
+    assert LoCoOpParams().augment == "official" and TOY_PRESET["augment"] == "views:8"
+    with pytest.raises(ConfigError, match="augment='centre'"):
+        LoCoOpParams.from_dict({"augment": "centre"})

@@ -57,3 +57,13 @@ def test_a_protocol_with_another_label_set_is_refused_by_name():
     LocalPrompt({}).check_protocol(same)
     with pytest.raises(ConfigError, match="toy-unseen.*krnft, lapt or locoop"):
         LocalPrompt({}).check_protocol(other)
+
+
+def test_augment_and_a_fractional_warmup_are_refused_by_name():
+    from oodbench.detectors.local_prompt import LocalPromptParams
+
+    assert LocalPromptParams().augment == "official"  # the paper preset redraws every epoch
+    with pytest.raises(ConfigError, match="augment='views:0'"):
+        LocalPromptParams.from_dict({"augment": "views:0"})
+    with pytest.raises(ConfigError, match="warmup_epochs.*whole number"):
+        LocalPromptParams.from_dict({"warmup_epochs": 0.5})

@@ -10,11 +10,21 @@ one for the negative rows:
 s_clip = the backbone's ``logit_scale.exp()`` (100 for OpenAI CLIP), in training and at test as in
 ``openood/networks/clip_krnft.py``.
 
-Training (few-shot, 4 shots): each image gives ``n_crops`` random crops ranked by cosine to
-"a photo of a {label}."; the best crop conditions the meta-nets, the top 32 are positives and the
-bottom 32 outliers. Loss = lambda_in * grouped CE on positives + lambda_out * mean log ID-mass of
-outliers + lambda_kd * (1 - mean cos(t', t)). Test: condition on the image itself and score the ID
-probability mass of one softmax over the C + M transformed logits (``test_groups`` = 1).
+Training (few-shot, 4 shots): each image gives ``n_crops`` RandomResizedCrop(224) + flip crops
+(``RandCropPreprocessor``: torchvision's defaults, bilinear, scale (0.08, 1)), redrawn every
+epoch (``augment=official``) or cycled from K crops drawn once (``views:K``, the toy preset),
+ranked by cosine to "a photo of a {label}."; the best crop conditions the meta-nets, the top 32
+are positives and the bottom 32 outliers. Loss = lambda_in * grouped CE on positives +
+lambda_out * mean log ID-mass of outliers + lambda_kd * (1 - mean cos(t', t)). Test: condition
+on the image itself and score the ID probability mass of one softmax over the C + M transformed
+logits (``test_groups`` = 1).
+
+Two official versions disagree (methods doc §4.10); ``variant`` chooses the whole set of defaults
+of one: ``original`` (86cdbbd: ``meta_dim 64`` read as h = D // int(512 / 64) = 64 on ViT-B/16,
+128 crops, 10,500 negatives, lambda_kd 10, AdamW's default weight decay 0.01, a tenth of the
+loader per epoch) or ``refactor`` (bd00b6c, the README's numbers: h = D // 64 = 8, 256 crops,
+10,000 negatives, lambda_kd 100, weight decay 5e-4, full epochs). A field set by hand wins over
+the variant, and the record says which variant and which values were used.
 
 The learned transform is class-agnostic, so a model trained on one label set is reused unchanged
 for another (negatives are re-mined for the new ID names): protocol ``toy-unseen`` loads the
@@ -25,13 +35,13 @@ B x (C+M) x D tensor is ever built; tests check it against the per-image definit
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
 from dataclasses import dataclass
 from typing import Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -53,17 +63,46 @@ from oodbench.detectors.neglabel import (
     load_corpus,
     negative_label_score,
 )
-from oodbench.io import atomic_save_npz
-from oodbench.progress import progress
 from oodbench.registry import DETECTORS
-from oodbench.training.augment import image_crops
 from oodbench.training.fewshot import fewshot_split
 from oodbench.training.presets import apply_preset, preset_name
-from oodbench.training.trainer import TrainConfig, epoch_batch, steps_for_epochs, train_artifact
+from oodbench.training.trainer import TrainConfig, epoch_batch, train_artifact
+from oodbench.training.views import (
+    Augment,
+    CropRecipe,
+    TrainingViews,
+    views_artifact_spec,
+    with_toy_views,
+)
 
 MINE_ID_TEMPLATE = "The nice {}."
 NOUN_TEMPLATE = "The nice {}."
 ADJECTIVE_TEMPLATE = "This is a {} photo."
+CROP_SOURCE = ("ZhuWenjie98/KRNFT openood/preprocessors/randcrop_preprocessor.py "
+               "(RandomResizedCrop(224), RandomHorizontalFlip), "
+               "configs/preprocessors/randcrop_preprocessor.yml")
+
+# The defaults that differ between the two official versions (methods doc §4.10), each read in
+# the official code: 86cdbbd configs/preprocessors/randcrop_preprocessor.yml (n_crop 128),
+# scripts/ood/krnft/krnft_shot4_train.sh (OOD_NUM 10500, meta_dim 64),
+# configs/pipelines/train/train_krnft.yml (lam_kd 10), openood/trainers/krnft_trainer.py (AdamW
+# without weight_decay: torch's 0.01; int(len(train_dataiter)/10) steps per epoch),
+# openood/networks/clip_krnft.py (hidden = D // int(512 / meta_dim)); bd00b6c
+# openood/networks/krnft_modules.py (hidden = max(1, D // meta_dim)) and the README's settings.
+VARIANTS: dict[str, dict] = {
+    "original": {"n_crops": 128, "n_neg": 10500, "lambda_kd": 10.0, "weight_decay": 0.01,
+                 "steps_per_epoch_fraction": 0.1},
+    "refactor": {"n_crops": 256, "n_neg": 10000, "lambda_kd": 100.0, "weight_decay": 5e-4,
+                 "steps_per_epoch_fraction": 1.0},
+}
+
+
+def meta_hidden(variant: str, dim: int, meta_dim: int) -> int:
+    """The meta-nets' hidden width for image features of width ``dim`` under ``variant``'s reading
+    of ``meta_dim``: the original divides by int(512 / meta_dim), the refactor by meta_dim."""
+    if variant == "original":
+        return dim // int(512 / meta_dim)
+    return max(1, dim // meta_dim)
 
 
 def least_similar_words(encode_text, classnames: list[str], nouns: list[str],
@@ -175,47 +214,69 @@ def krnft_losses(model: FeatureTransform, cond: torch.Tensor, pos: torch.Tensor,
 
 @dataclass
 class KRNFTParams(DetectorParams):
-    """README / refactor defaults (256 crops, 10,000 negatives, lambda_kd 100, full epochs)."""
+    """Defaults of one official version (``variant``); ``None`` fields take the variant's value.
+
+    ``hidden`` (the meta-nets' width) is derived from ``meta_dim`` by the variant's rule unless set.
+    ``augment``: ``official`` (crops redrawn every epoch) or ``views:K`` (K crops per image drawn
+    once, cycled; K >= ``n_crops``).
+    """
 
     preset: Literal["auto", "paper", "toy"] = "auto"
+    variant: Literal["original", "refactor"] = "refactor"
     shots: int = 4
     split_seed: int | None = None
-    n_crops: int = 256
+    n_crops: int | None = None
     n_pos_crops: int = 32
     n_neg_crops: int = 32
     crop_interpolation: Literal["bilinear", "bicubic"] = "bilinear"
-    n_neg: int = 10000
+    n_neg: int | None = None
     corpus: str = "auto"
-    hidden: int = 64
+    meta_dim: int = 64
+    hidden: int | None = None
     lambda_in: float = 1.0
     lambda_out: float = 0.3
-    lambda_kd: float = 100.0
+    lambda_kd: float | None = None
     train_groups: int = 10
     test_groups: int = 1
     group_seed: int = 0
     epochs: float = 3.0
-    steps_per_epoch_fraction: float = 1.0
+    steps_per_epoch_fraction: float | None = None
     batch_size: int = 1
     lr: float = 1e-5
-    weight_decay: float = 5e-4
+    weight_decay: float | None = None
     id_template: str = "the nice {}."
     rank_template: str = "a photo of a {}."
     max_steps: int | None = None
+    augment: str = "official"
 
     def validate(self) -> None:
+        Augment.parse(self.augment)
+        r = self.resolved(512)
         require(self.shots >= 0, "shots", "must be >= 0 (0 = the whole training split)")
-        require(self.n_crops >= max(self.n_pos_crops, self.n_neg_crops) > 0, "n_crops",
+        require(r.n_crops >= max(r.n_pos_crops, r.n_neg_crops) > 0, "n_crops",
                 "must be >= n_pos_crops and n_neg_crops, which must be positive")
-        require(self.n_neg > 0, "n_neg", "must be positive")
-        require(self.hidden > 0, "hidden", "must be positive")
+        require(r.n_neg > 0, "n_neg", "must be positive")
+        require(1 <= self.meta_dim <= 512, "meta_dim", "must be in [1, 512]")
+        require(self.hidden is None or self.hidden > 0, "hidden", "must be positive")
         require(self.train_groups >= 1 and self.test_groups >= 1, "train_groups",
                 "train_groups and test_groups must be >= 1")
-        require(self.epochs > 0 and 0 < self.steps_per_epoch_fraction <= 1, "epochs",
+        require(self.epochs > 0 and 0 < r.steps_per_epoch_fraction <= 1, "epochs",
                 "epochs must be > 0 and steps_per_epoch_fraction in (0, 1]")
         require(self.batch_size > 0 and self.lr > 0, "lr", "lr and batch_size must be positive")
         for f in ("id_template", "rank_template"):
             require("{}" in getattr(self, f), f, "must contain '{}'")
         require(self.max_steps is None or self.max_steps > 0, "max_steps", "must be positive")
+
+    def resolved(self, dim: int) -> KRNFTParams:
+        """These parameters with every ``None`` filled from ``variant`` for features of width
+        ``dim`` (the hidden width by the variant's reading of ``meta_dim``)."""
+        fill = {k: v for k, v in VARIANTS[self.variant].items() if getattr(self, k) is None}
+        if self.hidden is None:
+            fill["hidden"] = meta_hidden(self.variant, dim, self.meta_dim)
+        out = dataclasses.replace(self, **fill)
+        if hasattr(self, "_given"):
+            out._given = self._given
+        return out
 
 
 # The toy preset trains at 100x the paper's lr for a CPU-minute budget; a 30x stronger knowledge
@@ -223,6 +284,9 @@ class KRNFTParams(DetectorParams):
 # label set (toy-unseen, seed 0: avg FPR95 4.25 with it, 10.25 at lambda_kd 100). 16 shots (a
 # K the paper also runs) rather than 4: at 4 shots toy-unseen gives 4.25 / 5.65 / 5.70 over seeds
 # 0-2, at 16 shots 3.90 / 4.60 / 4.50.
+# Its n_crops crops per image are drawn once and reused every epoch (augment views:<n_crops>, by
+# with_toy_views), as before issue 14; its meta-net width is the variant's (refactor: 128 // 64 =
+# 2 on the toy CLIP, was 64).
 TOY_PRESET = {"shots": 16, "n_crops": 64, "n_pos_crops": 16, "n_neg_crops": 16, "n_neg": 120,
               "epochs": 20.0, "batch_size": 8, "lr": 1e-3, "lambda_kd": 3000.0}
 
@@ -232,7 +296,7 @@ class KRNFT(Detector):
     """KR-NFT: image-conditioned scale/shift of frozen ID and negative-label text features."""
 
     name = "krnft"
-    version = "2"
+    version = "3"
     recipe = Recipe(
         source="ZhuWenjie98/KRNFT: openood/networks/clip_krnft.py, openood/preprocessors/"
                "test_preprocessor.py, configs/datasets/imagenet/imagenet_traditional_four_ood.yml "
@@ -247,7 +311,9 @@ class KRNFT(Detector):
     needs = frozenset({GLOBAL, TRAIN, IMAGES})
 
     def setup(self, ctx: Context) -> None:
-        p = self.effective = apply_preset(self.params, TOY_PRESET, ctx.protocol.name)
+        p = apply_preset(self.params, TOY_PRESET, ctx.protocol.name)
+        p = p.resolved(int(ctx.backbone.embed_dim))
+        p = self.effective = with_toy_views(self.params, p, ctx.protocol.name, p.n_crops)
         self.device = ctx.device
         corpus, nouns, adjectives = load_corpus(p.corpus, ctx.protocol.name, rule="noun-first")
         self.scale = float(ctx.backbone.model.logit_scale.detach().exp())
@@ -257,11 +323,13 @@ class KRNFT(Detector):
         split = fewshot_split(ctx.protocol.train.manifest, p.shots,
                               ctx.seed if p.split_seed is None else p.split_seed, ctx.artifact_dir)
         rank_text = ctx.encode_text([p.rank_template.format(c) for c in train_names]).float()
-        data = crop_features(ctx, split, p, rank_text, train_names)
         self.model = FeatureTransform(t_id.shape[1], p.hidden).to(ctx.device)
-        info = self._train(ctx, p, data, t_id, train_neg.features.to(ctx.device).clone(), split,
-                           train_names, train_neg)
-        ctx.info["train"] = {"split": split.describe(), "preset": preset_name(self.params, p),
+        info = self._train(ctx, p, split, rank_text, t_id,
+                           train_neg.features.to(ctx.device).clone(), train_names, train_neg)
+        ctx.info["train"] = {"split": split.describe(),
+                             "preset": preset_name(self.params, apply_preset(
+                                 self.params, TOY_PRESET, ctx.protocol.name)),
+                             "variant": p.variant, "augment": str(Augment.parse(p.augment)),
                              "effective_params": p.to_dict(), **info}
         self.t_id = ctx.encode_text([p.id_template.format(c) for c in ctx.classnames]).float()
         same = list(ctx.classnames) == list(train_names)
@@ -276,33 +344,66 @@ class KRNFT(Detector):
                                  "test": test_neg.summary()}
         self.ready = True
 
-    def _train(self, ctx, p, data, t_id, t_neg, split, train_names, train_neg) -> dict:
-        n = len(data["labels"])
-        steps = steps_for_epochs(max(1, int(n * p.steps_per_epoch_fraction)), p.batch_size,
-                                 p.epochs)
+    def _train(self, ctx, p, split, rank_text, t_id, t_neg, train_names, train_neg) -> dict:
+        y = torch.as_tensor(split.manifest.labels).long().to(ctx.device)
+        n = len(y)
+        full = math.ceil(n / p.batch_size)  # batches of one pass over the loader
+        # the original runs int(len(loader) / 10) steps of a freshly shuffled loader per epoch
+        per_epoch = max(1, int(full * p.steps_per_epoch_fraction))
+        steps = max(1, int(round(p.epochs * per_epoch)))
         cfg = TrainConfig(steps=steps, lr=p.lr, optimizer="adamw", weight_decay=p.weight_decay,
                           schedule="constant", seed=ctx.seed, max_steps=p.max_steps,
                           checkpoint_every=max(10, steps // 10))
         perm = group_permutation(len(t_neg), p.train_groups, p.group_seed).to(ctx.device)
-        d = {k: torch.as_tensor(v).to(ctx.device) for k, v in data.items()}
-        d = {k: (v.float() if v.is_floating_point() else v) for k, v in d.items()}
+        views = self._views(ctx, p, split, n, per_epoch, full)
+        rank = rank_text.to(ctx.device).float()
 
         def loss_fn(step, gen):
-            idx = epoch_batch(n, p.batch_size, step, ctx.seed).to(ctx.device)
-            losses = krnft_losses(self.model, d["cond"][idx], d["pos"][idx], d["neg"][idx],
-                                  d["labels"][idx], t_id, t_neg, p.train_groups, perm,
-                                  self.scale)
+            idx, f = views.get(*divmod(step, per_epoch))
+            crops = f[GLOBAL]  # (B, n_crops, D)
+            sim = (crops * rank[y[idx]][:, None]).sum(-1)
+            order = torch.argsort(sim, dim=1, descending=True)
+            rows = torch.arange(len(idx), device=crops.device)[:, None]
+            cond = crops[rows[:, 0], order[:, 0]]
+            pos = crops[rows, order[:, :p.n_pos_crops]]
+            neg = crops[rows, order[:, order.shape[1] - p.n_neg_crops:]]
+            losses = krnft_losses(self.model, cond, pos, neg, y[idx], t_id, t_neg,
+                                  p.train_groups, perm, self.scale)
             return (p.lambda_in * losses["in"] + p.lambda_out * losses["out"]
                     + p.lambda_kd * losses["kg"])
 
         spec = {"backbone": ctx.backbone.key(), "split": split.describe(),
                 "train_classes": _sha(train_names), "negatives": _sha(train_neg.prompts),
-                "logit_scale": self.scale,
+                "logit_scale": self.scale, "views": views.describe(),
+                "rank": [p.rank_template, _sha(train_names)],
                 "params": {k: v for k, v in p.to_dict().items() if k not in ("test_groups",
                                                                               "preset")},
                 "version": self.version}
-        return train_artifact(self.model, loss_fn, cfg, name=self.name, spec=spec,
+        info = train_artifact(self.model, loss_fn, cfg, name=self.name, spec=spec,
                               artifact_dir=ctx.artifact_dir, device=ctx.device, quiet=ctx.quiet)
+        return {"views": views.describe(), "views_encoded": views.images_encoded,
+                "steps_per_epoch": per_epoch, **info}
+
+    def _views(self, ctx: Context, p: KRNFTParams, split, n: int, per_epoch: int,
+               full: int) -> TrainingViews:
+        """``n_crops`` crops per image and epoch (``RandCropPreprocessor``), global features."""
+        aug = Augment.parse(p.augment)
+        recipe = CropRecipe(size=ctx.backbone.preprocess.crop,
+                            interpolation=p.crop_interpolation, source=CROP_SOURCE)
+        kinds = (GLOBAL,)
+        path = ctx.artifact_path("krnft-views", views_artifact_spec(
+            ctx.backbone, split, recipe, aug, ctx.seed, kinds)) if aug.mode == "views" else None
+
+        def plan(epoch):
+            # the first per_epoch batches of the epoch's shuffle (all of them unless original)
+            return [epoch_batch(n, p.batch_size, epoch * full + j, ctx.seed)
+                    for j in range(per_epoch)]
+
+        encode = ctx.backbone.encode_image
+        return TrainingViews(split.manifest, recipe, aug, p.n_crops, ctx.seed,
+                             lambda x: (encode(x),), kinds, ctx.device, plan, artifact=path,
+                             quiet=ctx.quiet,
+                             field=f"{self.name}.augment")
 
     def logits(self, feats: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, C) ID and (N, M) negative logits, each image conditioning its own transform."""
@@ -322,39 +423,6 @@ class KRNFT(Detector):
 
     def predict(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.logits(feats)[0].argmax(dim=1)
-
-
-def crop_features(ctx: Context, split, p: KRNFTParams, rank_text: torch.Tensor,
-                  names: list[str]) -> dict:
-    """Conditioning (N, D), positive (N, P, D) and outlier (N, Q, D) crop features of the split.
-
-    Crops are encoded once by the frozen image tower and saved (hashed) under the artifact dir.
-    """
-    bb = ctx.backbone
-    path = ctx.artifact_path("krnft-crops", {
-        "backbone": bb.key(), "preprocess": bb.preprocess.to_dict(),
-        "split": split.manifest.digest(), "root": str(split.manifest.root),
-        "n_crops": p.n_crops, "pos": p.n_pos_crops, "neg": p.n_neg_crops,
-        "interp": p.crop_interpolation, "seed": ctx.seed, "rank": [p.rank_template, _sha(names)]})
-    if path.is_file():
-        with np.load(path) as z:
-            return {k: z[k] for k in z.files}
-    m = split.manifest
-    out = {"cond": [], "pos": [], "neg": [], "labels": np.asarray(m.labels, np.int64)}
-    with progress(ctx.quiet) as bar:
-        task = bar.add_task("krnft crops", total=len(m), extra="")
-        for i in range(len(m)):
-            crops = image_crops(m, i, p.n_crops, bb.preprocess.crop, ctx.seed,
-                                p.crop_interpolation)
-            f = torch.cat([bb.encode_image(crops[j:j + 256]) for j in range(0, len(crops), 256)])
-            order = torch.argsort(f @ rank_text[m.labels[i]].to(f.device), descending=True)
-            out["cond"].append(f[order[0]].cpu().numpy())
-            out["pos"].append(f[order[:p.n_pos_crops]].cpu().numpy())
-            out["neg"].append(f[order[len(order) - p.n_neg_crops:]].cpu().numpy())
-            bar.advance(task)
-    arrays = {k: np.stack(v) if k != "labels" else v for k, v in out.items()}
-    atomic_save_npz(path, **arrays)
-    return arrays
 
 
 def _sha(items) -> str:

@@ -17,9 +17,12 @@ top-k local probabilities, each patch's softmax running over the C local ID prom
 negative prompts at temperature T = 1. The ID prediction (``test``) is the argmax of
 exp(g) x mean over the top-k patches of exp(l / T), on the same divided logits.
 
-Deviations (recorded): the 16 views are drawn once per image and encoded once (the image tower is
-frozen); the learning rate follows the trainer's per-step cosine rather than a per-epoch one. The
-local prompts are class-specific, so a different test label set is refused.
+Training views (``augment``, :mod:`oodbench.training.views`): 16 RandomResizedCrop(224, bicubic,
+scale (0.08, 1)) + flip views of every image, redrawn every epoch as Dassl's data manager draws
+them (``official``), or cycled from K views drawn once (``views:K``, the toy preset), encoded by
+the frozen image tower. The learning rate steps once per epoch as Dassl's ``cosine`` scheduler
+(constant warm-up epoch at 1e-5, then T_max = epochs). The local prompts are class-specific, so a
+different test label set is refused.
 """
 
 from __future__ import annotations
@@ -43,16 +46,28 @@ from oodbench.detectors.base import (
     require,
 )
 from oodbench.errors import ConfigError
-from oodbench.io import atomic_save_npz
-from oodbench.progress import progress
 from oodbench.registry import DETECTORS
-from oodbench.training.augment import image_crops
 from oodbench.training.fewshot import fewshot_split
 from oodbench.training.presets import apply_preset, preset_name
 from oodbench.training.prompt_learner import PromptLearner, freeze
 from oodbench.training.trainer import TrainConfig, epoch_batch, train_artifact
+from oodbench.training.views import (
+    Augment,
+    CropRecipe,
+    TrainingViews,
+    dassl_epoch_lr,
+    per_epoch_lr,
+    views_artifact_spec,
+    with_toy_views,
+)
 
 OFFICIAL_DIVISOR = 100.0  # test_ood / test: `output /= 100.0` on logit_scale.exp() x cosine
+# configs/trainers/LOCALPROMPT/vit_b16_ep30.yaml: INTERPOLATION bicubic, random_resized_crop
+# (Dassl RRCROP_SCALE (0.08, 1.0)) + random_flip; Dassl/dassl/data/data_manager.py
+# (DatasetWrapper.__getitem__) applies the train transform 16 times per image per epoch
+CROP_SOURCE = ("AuroraZengfh/Local-Prompt configs/trainers/LOCALPROMPT/vit_b16_ep30.yaml; "
+               "Dassl/dassl/data/data_manager.py (16 views per item); "
+               "Dassl/dassl/data/transforms/transforms.py")
 
 
 def positive_region_loss(a: torch.Tensor, a_neg: torch.Tensor, y: torch.Tensor, k: int):
@@ -103,8 +118,12 @@ class LocalPromptParams(DetectorParams):
     weight_decay: float = 5e-4
     warmup_epochs: float = 1.0
     max_steps: int | None = None
+    augment: str = "official"
 
     def validate(self) -> None:
+        Augment.parse(self.augment)
+        require(self.warmup_epochs >= 0 and float(self.warmup_epochs).is_integer(),
+                "warmup_epochs", "must be a whole number of epochs (Dassl steps the lr per epoch)")
         require(self.views > self.num_pos >= 1, "num_pos", "must be in [1, views)")
         require(self.n_ctx > 0 and self.n_neg_prompts > 1, "n_neg_prompts",
                 "n_ctx must be positive and n_neg_prompts > 1")
@@ -119,7 +138,7 @@ class LocalPromptParams(DetectorParams):
 # local-prompt.shots=4 --param local-prompt.epochs=20), where MCM gives 29.35.
 TOY_PRESET = {"shots": 16, "n_ctx": 4, "n_neg_prompts": 30, "topk_train": 16, "topk_test": 3,
               "epochs": 5.0, "batch_size": 16, "lr": 0.01, "warmup_epochs": 0.0, "views": 8,
-              "num_pos": 4}
+              "num_pos": 4}  # and augment views:<views>: the views drawn once (with_toy_views)
 
 
 @DETECTORS.register("local-prompt")
@@ -127,7 +146,7 @@ class LocalPrompt(Detector):
     """Local-Prompt: frozen global prompts + learned class-specific local and negative prompts."""
 
     name = "local-prompt"
-    version = "2"
+    version = "3"
     Params = LocalPromptParams
     needs = frozenset({GLOBAL, LOCAL, TRAIN, IMAGES})
     recipe = Recipe(
@@ -147,7 +166,8 @@ class LocalPrompt(Detector):
                               "differs from its training classes; use krnft, lapt or locoop there")
 
     def setup(self, ctx: Context) -> None:
-        p = self.effective = apply_preset(self.params, TOY_PRESET, ctx.protocol.name)
+        p = apply_preset(self.params, TOY_PRESET, ctx.protocol.name)
+        p = self.effective = with_toy_views(self.params, p, ctx.protocol.name, p.views)
         self.check_protocol(ctx.protocol)
         names = ctx.protocol.training_classnames()
         model, tok = ctx.backbone.model, ctx.backbone.tokenizer
@@ -160,40 +180,55 @@ class LocalPrompt(Detector):
                                  generator=gen)}).to(ctx.device)
         split = fewshot_split(ctx.protocol.train.manifest, p.shots,
                               ctx.seed if p.split_seed is None else p.split_seed, ctx.artifact_dir)
-        views = view_features(ctx, split, p)
-        info = self._train(ctx, p, learner, views, split)
+        info = self._train(ctx, p, learner, split)
         ctx.info["train"] = {"split": split.describe(), "preset": preset_name(self.params, p),
-                             "effective_params": p.to_dict(), "deviation": "views drawn and "
-                             "encoded once; per-step cosine schedule", **info}
+                             "effective_params": p.to_dict(),
+                             "augment": str(Augment.parse(p.augment)),
+                             "lr_schedule": "per epoch (Dassl cosine, T_max = epochs, constant "
+                                            "warm-up at 1e-5); the config's per-step lr is "
+                                            "overridden", **info}
         with torch.no_grad():
             self.t_local, self.t_neg = learner["local"]().float(), learner["neg"]().float()
         self.scale = float(model.logit_scale.exp())
         self.ready = True
 
-    def _train(self, ctx, p, learner, views, split) -> dict:
+    def _train(self, ctx, p, learner, split) -> dict:
         dev = ctx.device
-        g = torch.as_tensor(views["global"]).float().to(dev)
-        loc = torch.as_tensor(views["local"]).float().to(dev)
-        y = torch.as_tensor(views["labels"]).long().to(dev)
-        sim = (g * self.t_glob[y][:, None]).sum(-1)  # (N, V) view vs label global prompt
-        order = torch.argsort(sim, dim=1, descending=True)
-        pos_views, neg_view = order[:, :p.num_pos], order[:, -1]
+        y = torch.as_tensor(split.manifest.labels).long().to(dev)
         n = len(y)
-        per_epoch = max(1, n // p.batch_size) * p.num_pos
+        batches = max(1, n // p.batch_size)  # Dassl drops the last incomplete batch
+        per_epoch = batches * p.num_pos
+        epochs = max(1, int(round(p.epochs)))
         scale = float(ctx.backbone.model.logit_scale.exp())
         t = p.temperature
+        views = self._views(ctx, p, split, n, batches)
+        current, ranked = [0], {}
+
+        def select(epoch, b):
+            """The batch's views: num_pos most like the label's global prompt, and the least."""
+            if (epoch, b) not in ranked:
+                idx, f = views.get(epoch, b)
+                sim = (f[GLOBAL] * self.t_glob[y[idx]][:, None]).sum(-1)  # (B, V)
+                order = torch.argsort(sim, dim=1, descending=True)
+                ranked.clear()
+                ranked[(epoch, b)] = (idx, f[LOCAL], order[:, :p.num_pos], order[:, -1])
+            return ranked[(epoch, b)]
 
         def loss_fn(step, gen):
+            current[0] = step
             batch, i = divmod(step, p.num_pos)
-            idx = epoch_batch(n, p.batch_size, batch, ctx.seed, drop_last=True).to(dev)
-            pos = loc[idx, pos_views[idx, i]]
-            neg = loc[idx, neg_view[idx]]
+            idx, loc, pos_views, neg_view = select(*divmod(batch, batches))
+            rows = torch.arange(len(idx), device=dev)
+            pos, neg = loc[rows, pos_views[:, i]], loc[rows, neg_view]
             t_loc, t_neg = learner["local"](), learner["neg"]()
             l_pos = positive_region_loss(scale * pos @ t_loc.T / t, scale * pos @ t_neg.T / t,
                                          y[idx], p.topk_train)
             l_neg = negative_region_loss(scale * neg @ t_loc.T / t, scale * neg @ t_neg.T / t,
                                          y[idx], p.topk_train)
             return l_pos + p.lambda_neg * l_neg + p.lambda_div * diversity_loss(t_neg)
+
+        def lr_of_step(step):
+            return dassl_epoch_lr(step // per_epoch, p.lr, epochs, int(p.warmup_epochs), 1e-5)
 
         cfg = TrainConfig(steps=max(1, int(p.epochs * per_epoch)), lr=p.lr, optimizer="sgd",
                           weight_decay=p.weight_decay,
@@ -202,9 +237,32 @@ class LocalPrompt(Detector):
         spec = {"backbone": ctx.backbone.key(), "split": split.describe(),
                 "params": {k: v for k, v in p.to_dict().items()
                            if k not in ("preset", "topk_test", "temperature")},
+                "views": views.describe(), "lr_schedule": "dassl-epoch",
                 "version": self.version}
-        return train_artifact(learner, loss_fn, cfg, name=self.name, spec=spec,
-                              artifact_dir=ctx.artifact_dir, device=ctx.device, quiet=ctx.quiet)
+        with per_epoch_lr(learner, lr_of_step, lambda: current[0]):
+            info = train_artifact(learner, loss_fn, cfg, name=self.name, spec=spec,
+                                  artifact_dir=ctx.artifact_dir, device=ctx.device,
+                                  quiet=ctx.quiet)
+        return {"views": views.describe(), "views_encoded": views.images_encoded, **info}
+
+    def _views(self, ctx: Context, p: LocalPromptParams, split, n: int,
+               batches: int) -> TrainingViews:
+        """``views`` crops per image and epoch (Dassl's train transform), global + local."""
+        aug = Augment.parse(p.augment)
+        recipe = CropRecipe(size=ctx.backbone.preprocess.crop, interpolation="bicubic",
+                            source=CROP_SOURCE)
+        kinds = (GLOBAL, LOCAL)
+        path = ctx.artifact_path("local-prompt-views", views_artifact_spec(
+            ctx.backbone, split, recipe, aug, ctx.seed, kinds)) if aug.mode == "views" else None
+
+        def plan(epoch):
+            return [epoch_batch(n, p.batch_size, epoch * batches + j, ctx.seed, drop_last=True)
+                    for j in range(batches)]
+
+        return TrainingViews(split.manifest, recipe, aug, p.views, ctx.seed,
+                             ctx.encode_global_local, kinds, ctx.device, plan, artifact=path,
+                             dtypes={LOCAL: np.float16}, quiet=ctx.quiet,
+                             field=f"{self.name}.augment")
 
     def score_and_predict(self, feats):
         p = self.effective
@@ -229,29 +287,3 @@ class LocalPrompt(Detector):
 
     def predict(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.score_and_predict(feats)[1]
-
-
-def view_features(ctx: Context, split, p: LocalPromptParams) -> dict[str, np.ndarray]:
-    """Global (N, V, D) and local (N, V, P, D) features of ``views`` random crops per image."""
-    bb = ctx.backbone
-    path = ctx.artifact_path("local-prompt-views", {
-        "backbone": bb.key(), "preprocess": bb.preprocess.to_dict(),
-        "split": split.manifest.digest(), "root": str(split.manifest.root),
-        "views": p.views, "seed": ctx.seed})
-    if path.is_file():
-        with np.load(path) as z:
-            return {k: z[k] for k in z.files}
-    m = split.manifest
-    gl, lo = [], []
-    with progress(ctx.quiet) as bar, torch.inference_mode():
-        task = bar.add_task("local-prompt views", total=len(m), extra="")
-        for i in range(len(m)):
-            crops = image_crops(m, i, p.views, bb.preprocess.crop, ctx.seed, "bicubic")
-            g, loc = ctx.encode_global_local(crops)
-            gl.append(g.cpu().numpy())
-            lo.append(loc.cpu().numpy().astype(np.float16))
-            bar.advance(task)
-    arrays = {"global": np.stack(gl), "local": np.stack(lo),
-              "labels": np.asarray(m.labels, np.int64)}
-    atomic_save_npz(path, **arrays)
-    return arrays

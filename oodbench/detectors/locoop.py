@@ -9,8 +9,12 @@ on CLIP's logits divided by 100 as ``trainers/locoop.py`` ``test_ood`` computes 
 cosines on OpenAI CLIP, whose logit scale is 100; 0.17 x cosine on the toy CLIP).
 The context is shared, so it is re-used for any ID label set.
 
-Deviation (recorded in the record's ``train``): training reads the cached centre-crop features of
-the few-shot images instead of re-encoding a random resized crop at every step.
+Training views (``augment``, see :mod:`oodbench.training.views`): each step encodes, through the
+frozen image tower, one RandomResizedCrop(224, bicubic, scale (0.08, 1)) + flip of each image of
+the batch, redrawn every epoch (``official``, Dassl's ``random_resized_crop``/``random_flip`` of
+``vit_b16_ep50.yaml``) or cycled from K views drawn once (``views:K``, the toy preset); the
+entropy term's background patches are those of the crop. The learning rate steps once per epoch
+as Dassl's ``cosine`` scheduler (constant warm-up epoch at 1e-5, then T_max = epochs).
 """
 
 from __future__ import annotations
@@ -18,10 +22,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 
 from oodbench.detectors.base import (
     GLOBAL,
+    IMAGES,
     LOCAL,
     TRAIN,
     Context,
@@ -32,12 +38,24 @@ from oodbench.detectors.base import (
 )
 from oodbench.detectors.glmcm import gl_mcm_score
 from oodbench.registry import DETECTORS
-from oodbench.training.fewshot import fewshot_features
+from oodbench.training.fewshot import fewshot_split
 from oodbench.training.presets import apply_preset, preset_name
 from oodbench.training.prompt_learner import PromptLearner, freeze
 from oodbench.training.trainer import TrainConfig, epoch_batch, steps_for_epochs, train_artifact
+from oodbench.training.views import (
+    Augment,
+    CropRecipe,
+    TrainingViews,
+    dassl_epoch_lr,
+    per_epoch_lr,
+    views_artifact_spec,
+)
 
 OFFICIAL_DIVISOR = 100.0  # test_ood: `output /= 100.0` on logit_scale.exp() x cosine
+# Dassl (configs/trainers/LoCoOp/vit_b16_ep50.yaml): INPUT.INTERPOLATION bicubic, TRANSFORMS
+# random_resized_crop (RRCROP_SCALE default (0.08, 1.0)) + random_flip
+CROP_SOURCE = ("AtsuMiyai/LoCoOp configs/trainers/LoCoOp/vit_b16_ep50.yaml; Dassl "
+               "data/transforms/transforms.py (_build_transform_train)")
 
 
 def background_entropy_loss(local_logits: torch.Tensor, y: torch.Tensor,
@@ -58,6 +76,8 @@ class LoCoOpParams(DetectorParams):
 
     ``ctx_init`` is CoOp's CTX_INIT: words whose embeddings start the context (their count then
     replaces ``n_ctx``); empty (the LoCoOp ImageNet config) draws it from N(0, 0.02²).
+    ``augment``: ``official`` (a new crop of every image each epoch) or ``views:K`` (K crops per
+    image drawn once and cycled); ``warmup_epochs`` is a whole number of epochs (Dassl).
     """
 
     preset: Literal["auto", "paper", "toy"] = "auto"
@@ -76,8 +96,12 @@ class LoCoOpParams(DetectorParams):
     temperature: float = 1.0
     local_weight: float = 1.0
     max_steps: int | None = None
+    augment: str = "official"
 
     def validate(self) -> None:
+        Augment.parse(self.augment)
+        require(self.warmup_epochs >= 0 and float(self.warmup_epochs).is_integer(),
+                "warmup_epochs", "must be a whole number of epochs (Dassl steps the lr per epoch)")
         require(self.shots >= 0, "shots", "must be >= 0 (0 = the whole training split)")
         require(self.n_ctx > 0 and self.top_k > 0, "n_ctx", "n_ctx and top_k must be positive")
         require(self.epochs > 0 and self.batch_size > 0 and self.lr > 0, "lr",
@@ -89,7 +113,8 @@ class LoCoOpParams(DetectorParams):
 # The paper's recipe, K scaled to the label set (200 of 1,000 ImageNet classes -> 2 of 10). It
 # runs in CPU seconds on toy (16 shots, 250 steps). An earlier preset (8 shots, 40 epochs,
 # batch 16, lr 0.02) was worse on toy: avg FPR95 54.38 / 52.83 / 32.95 over seeds 0-2.
-TOY_PRESET = {"top_k": 2}
+# Toy: 8 crops per image drawn once and cycled over the 50 epochs (CPU seconds).
+TOY_PRESET = {"top_k": 2, "augment": "views:8"}
 
 
 @DETECTORS.register("locoop")
@@ -97,9 +122,9 @@ class LoCoOp(Detector):
     """LoCoOp: CoOp context + entropy maximisation on background patches; GL-MCM score."""
 
     name = "locoop"
-    version = "2"
+    version = "3"
     Params = LoCoOpParams
-    needs = frozenset({GLOBAL, LOCAL, TRAIN})
+    needs = frozenset({GLOBAL, LOCAL, TRAIN, IMAGES})
     recipe = Recipe(
         source="AtsuMiyai/LoCoOp: trainers/locoop.py, clip_w_local/clip.py (_transform), "
                "configs/trainers/LoCoOp/vit_b16_ep50.yaml",
@@ -111,40 +136,52 @@ class LoCoOp(Detector):
         p = self.effective = apply_preset(self.params, TOY_PRESET, ctx.protocol.name)
         model, tok = ctx.backbone.model, ctx.backbone.tokenizer
         freeze(model)
-        seed = ctx.seed if p.split_seed is None else p.split_seed
-        split, arrays = fewshot_features(ctx, p.shots, seed, {GLOBAL, LOCAL})
+        split = fewshot_split(ctx.protocol.train.manifest, p.shots,
+                              ctx.seed if p.split_seed is None else p.split_seed, ctx.artifact_dir)
         names = ctx.protocol.training_classnames()
         gen = torch.Generator().manual_seed(ctx.seed)
         learner = PromptLearner(model, tok, names, n_ctx=p.n_ctx, ctx_init=p.ctx_init or None,
                                 generator=gen).to(ctx.device)
-        g = torch.as_tensor(arrays[GLOBAL]).float().to(ctx.device)
-        loc = torch.as_tensor(arrays[LOCAL]).float().to(ctx.device)
-        y = torch.as_tensor(arrays["labels"]).long().to(ctx.device)
+        y = torch.as_tensor(split.manifest.labels).long().to(ctx.device)
         scale = float(model.logit_scale.exp())
         n = len(y)
         per_epoch = steps_for_epochs(n, p.batch_size, 1.0)
+        epochs = max(1, int(round(p.epochs)))
         cfg = TrainConfig(steps=steps_for_epochs(n, p.batch_size, p.epochs), lr=p.lr,
                           optimizer="sgd", weight_decay=p.weight_decay,
                           warmup_steps=int(p.warmup_epochs * per_epoch), seed=ctx.seed,
                           max_steps=p.max_steps, checkpoint_every=50)
+        views = self._views(ctx, p, split, n, per_epoch)
+        current = [0]
 
         def loss_fn(step, gen):
-            idx = epoch_batch(n, p.batch_size, step, ctx.seed).to(ctx.device)
+            current[0] = step
+            epoch, b = divmod(step, per_epoch)
+            idx, f = views.get(epoch, b)
             t = learner()
-            ce = torch.nn.functional.cross_entropy(scale * g[idx] @ t.T, y[idx])
-            en = background_entropy_loss(scale * loc[idx] @ t.T, y[idx], p.top_k)
+            ce = torch.nn.functional.cross_entropy(scale * f[GLOBAL][:, 0] @ t.T, y[idx])
+            en = background_entropy_loss(scale * f[LOCAL][:, 0] @ t.T, y[idx], p.top_k)
             return ce + p.lambda_en * en
+
+        def lr_of_step(step):
+            return dassl_epoch_lr(step // per_epoch, p.lr, epochs, int(p.warmup_epochs), 1e-5)
 
         spec = {"backbone": ctx.backbone.key(), "split": split.describe(), "classes": names,
                 "params": {k: v for k, v in p.to_dict().items()
                            if k not in ("preset", "score", "temperature", "local_weight")},
+                "views": views.describe(), "lr_schedule": "dassl-epoch",
                 "version": self.version}
-        info = train_artifact(learner, loss_fn, cfg, name=self.name, spec=spec,
-                              artifact_dir=ctx.artifact_dir, device=ctx.device, quiet=ctx.quiet)
+        with per_epoch_lr(learner, lr_of_step, lambda: current[0]):
+            info = train_artifact(learner, loss_fn, cfg, name=self.name, spec=spec,
+                                  artifact_dir=ctx.artifact_dir, device=ctx.device,
+                                  quiet=ctx.quiet)
         ctx.info["train"] = {"split": split.describe(), "preset": preset_name(self.params, p),
                              "effective_params": p.to_dict(), "logit_scale": scale,
-                             "deviation": "cached centre-crop features, no per-step augmentation",
-                             **info}
+                             "augment": str(Augment.parse(p.augment)), "views": views.describe(),
+                             "lr_schedule": "per epoch (Dassl cosine, T_max = epochs, constant "
+                                            "warm-up at 1e-5); the config's per-step lr is "
+                                            "overridden",
+                             "views_encoded": views.images_encoded, **info}
         test = PromptLearner(model, tok, list(ctx.classnames), n_ctx=learner.n_ctx).to(ctx.device)
         test.ctx.data.copy_(learner.ctx.data)
         with torch.no_grad():
@@ -152,6 +189,25 @@ class LoCoOp(Detector):
         # test_ood: CLIP's logits (logit_scale.exp() x cosine) divided by 100 before the softmax
         self.cos_factor = scale / OFFICIAL_DIVISOR
         self.ready = True
+
+    def _views(self, ctx: Context, p: LoCoOpParams, split, n: int,
+               per_epoch: int) -> TrainingViews:
+        """One crop per image and epoch (Dassl's train transform), encoded global + local."""
+        aug = Augment.parse(p.augment)
+        recipe = CropRecipe(size=ctx.backbone.preprocess.crop, interpolation="bicubic",
+                            source=CROP_SOURCE)
+        kinds = (GLOBAL, LOCAL)
+        path = ctx.artifact_path("locoop-views", views_artifact_spec(
+            ctx.backbone, split, recipe, aug, ctx.seed, kinds)) if aug.mode == "views" else None
+
+        def plan(epoch):
+            return [epoch_batch(n, p.batch_size, epoch * per_epoch + j, ctx.seed)
+                    for j in range(per_epoch)]
+
+        return TrainingViews(split.manifest, recipe, aug, 1, ctx.seed, ctx.encode_global_local,
+                             kinds, ctx.device, plan, artifact=path,
+                             dtypes={LOCAL: np.float16}, quiet=ctx.quiet,
+                             field=f"{self.name}.augment")
 
     def score_and_predict(self, feats):
         p = self.effective

@@ -12,7 +12,6 @@ import math
 
 import numpy as np
 import torch
-from PIL import Image
 
 from oodbench.data.images import INTERPOLATIONS, load_rgb
 from oodbench.data.manifest import Manifest
@@ -43,21 +42,24 @@ def crop_box(width: int, height: int, gen: torch.Generator, scale=(0.08, 1.0),
     return (width - w) // 2, (height - h) // 2, w, h
 
 
-def random_crops(image: Image.Image, n: int, size: int, gen: torch.Generator,
-                 interpolation: str = "bilinear", scale=(0.08, 1.0)) -> torch.Tensor:
-    """(n, 3, size, size) uint8: random resized crops of ``image``, each flipped with p = 0.5."""
-    out = np.empty((n, size, size, 3), np.uint8)
-    for i in range(n):
-        left, top, w, h = crop_box(image.width, image.height, gen, scale)
+def slot_generator(seed: int, index: int, slot: int) -> torch.Generator:
+    """The generator of view ``slot`` of image ``index``: independent of batching and workers."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + index * 7_919 + slot * 104_729
+                                          + 13) % (2**63))
+
+
+def slot_crops(manifest: Manifest, index: int, slots: list[int], size: int, seed: int,
+               interpolation: str = "bilinear", scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
+               flip: bool = True) -> torch.Tensor:
+    """(len(slots), 3, size, size) uint8: the random resized crops ``slots`` of manifest entry
+    ``index`` (each flipped with p = 0.5 when ``flip``); the same seed gives the same crops."""
+    image = load_rgb(manifest.absolute(index))
+    out = np.empty((len(slots), size, size, 3), np.uint8)
+    for j, slot in enumerate(slots):
+        gen = slot_generator(seed, index, slot)
+        left, top, w, h = crop_box(image.width, image.height, gen, scale, ratio)
         crop = image.resize((size, size), INTERPOLATIONS[interpolation],
                             box=(left, top, left + w, top + h))
         arr = np.asarray(crop, dtype=np.uint8)
-        out[i] = arr[:, ::-1] if float(torch.rand(1, generator=gen)) < 0.5 else arr
+        out[j] = arr[:, ::-1] if flip and float(torch.rand(1, generator=gen)) < 0.5 else arr
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
-
-
-def image_crops(manifest: Manifest, index: int, n: int, size: int, seed: int,
-                interpolation: str = "bilinear") -> torch.Tensor:
-    """The ``n`` crops of manifest entry ``index`` for ``seed`` (same seed, same crops)."""
-    gen = torch.Generator().manual_seed(seed * 1_000_003 + index)
-    return random_crops(load_rgb(manifest.absolute(index)), n, size, gen, interpolation)
