@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--data-root", help="data root (default $OODBENCH_DATA)")
     r.add_argument(
-        "--cache-dir", help="cache directory (default $OODBENCH_CACHE or .oodbench-cache)"
+        "--cache-dir", help="cache directory (default $OODBENCH_CACHE or .oodbench-cache; an empty "
+        "value counts as unset)"
     )
     r.add_argument("--results-dir", help="results directory (default results)")
     r.add_argument("--device", help="auto | cpu | cuda[:N] (default auto)")
@@ -307,7 +308,7 @@ def cmd_data(args: argparse.Namespace) -> int:
             )
         index_protocol(proto, Path(root))
         return 0
-    cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()  # "" is unset
     kw = {"deep": True} if args.deep else {}
     problems = proto.check(Path(root) if root else None, cache, **kw)
     if problems:
@@ -327,15 +328,22 @@ def cmd_cache(args: argparse.Namespace) -> int:
     from oodbench.features.cache import Cache
 
     cache = Cache(args.cache_dir)
+    cache.require_marker(args.cache_command)  # nothing but an oodbench cache is touched
+    strangers = cache.strangers()
     if args.cache_command == "ls":
         entries = cache.entries()
         for e in entries:
-            what = e.spec.get("kind") or e.spec.get("detector", {}).get("name") or "text"
-            print(f"{e.level:7s} {e.key}  {e.bytes / 1e6:9.2f} MB  {what}")
+            det = e.spec.get("detector")
+            what = e.spec.get("kind") or (det.get("name") if isinstance(det, dict) else None)
+            print(f"{e.level:7s} {e.key}  {e.bytes / 1e6:9.2f} MB  {what or 'text'}")
         print(
             f"{len(entries)} entries, {sum(e.bytes for e in entries) / 1e6:.1f} MB in {cache.root}"
+            + (f"; {len(strangers)} item(s) that are not the cache's (`cache verify` lists them)"
+               if strangers else "")
         )
         return 0
+    for p in strangers:
+        print(f"not the cache's, left alone: {p}")
     if args.cache_command == "verify":
         bad = cache.verify()
         for d, why in bad:

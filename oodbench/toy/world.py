@@ -178,3 +178,17 @@ def materialize(root: Path, seed: int = 0) -> dict[str, list[tuple[str, int]]]:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return _listing()
+
+
+def remove_world_tmp(tmp: Path) -> None:
+    """Remove a half-written world folder (``.toy-tmp-*``): only the PNGs and marker a world
+    holds, then its folders once empty; anything else in it is left where it is."""
+    for dirpath, _dirnames, filenames in os.walk(tmp, topdown=False):
+        for name in filenames:
+            f = Path(dirpath) / name
+            if (name.endswith(".png") or name == MARKER) and not f.is_symlink():
+                f.unlink(missing_ok=True)
+        try:
+            os.rmdir(dirpath)
+        except OSError:
+            pass
