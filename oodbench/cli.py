@@ -130,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--results-dir", default="results")
     lb.add_argument("--out", help="output folder (default <results-dir>/leaderboard)")
     lb.add_argument("--plots", action="store_true", help="also write ROC curves and histograms")
+    lb.add_argument("--include-limited", action="store_true",
+                    help="also tabulate smoke runs (--limit), as rows of their own")
     lb.add_argument("--quiet", action="store_true")
 
     d = sub.add_parser("data", help="check a data root for a protocol, or index it")
@@ -283,7 +285,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from oodbench.leaderboard import build_leaderboards
 
     written = build_leaderboards(
-        Path(args.results_dir), Path(args.out) if args.out else None, plots=args.plots
+        Path(args.results_dir), Path(args.out) if args.out else None, plots=args.plots,
+        include_limited=args.include_limited,
     )
     if not args.quiet:
         for path in written:

@@ -6,10 +6,11 @@ group the union of the detectors' feature kinds is extracted first, in one pass 
 image is decoded and encoded once however many detectors, and of which kinds, the run holds.
 
 For each (detector, seed) the runner writes a :class:`~oodbench.record.ResultRecord` to
-``<results>/runs/<protocol>/<backbone>[@precision]/<detector>/seed<k>.json`` with the per-image
-scores beside it (``.npz``). Image features are shared by every detector of the run and, through
-the cache, of later runs; scores are cached too, so a rerun that changes nothing recomputes
-nothing.
+``<results>/runs/<protocol>/<backbone>[@precision]/<detector>/seed<k>[_<variant>].json`` with the
+per-image scores beside it (``.npz``); a ``--limit`` or ``--skip-unreadable`` run has a variant
+(:func:`measurement_suffix`), so it never replaces a full run's record. Image features are shared
+by every detector of the run and, through the cache, of later runs; scores are cached too, so a
+rerun that changes nothing recomputes nothing.
 """
 
 from __future__ import annotations
@@ -236,6 +237,17 @@ def record_stem(spec_dir: Path, detector: Detector, seed: int) -> Path:
     elif params != default:
         name += "@" + spec_key(params)[:8]
     return spec_dir / name / f"seed{seed}"
+
+
+def measurement_suffix(limit: int | None, skipped: dict[str, int], digests: dict[str, str]) -> str:
+    """'' for a full run; else ``_limit<N>``/``_skip<M>`` and 8 hex of the sets' manifest hashes,
+    so that a smoke run or a run without unreadable images never replaces a full run's record
+    (``seed0_limit100_1a2b3c4d``)."""
+    n_skipped = sum(int(v) for v in skipped.values())
+    if not limit and not n_skipped:
+        return ""
+    tags = ([f"limit{limit}"] if limit else []) + ([f"skip{n_skipped}"] if n_skipped else [])
+    return "_" + "_".join(tags) + "_" + spec_key(dict(sorted(digests.items())))[:8]
 
 
 class Features:
@@ -523,6 +535,9 @@ def run_one(
         Path(spec.results_dir) / "runs" / protocol.name
         / backbone_dir(spec.backbone, backbone.precision), det, seed
     )
+    suffix = measurement_suffix(spec.limit, feats.skipped,
+                                {s.name: feats.manifest(s).digest() for s in sets})
+    stem = stem.with_name(stem.name + suffix)
     if distributed.is_main():  # under torchrun only rank 0 writes records
         atomic_save_npz(
             stem.with_suffix(".npz"),
