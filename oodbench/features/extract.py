@@ -35,8 +35,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from oodbench.data.images import (
+    BOXED_ASPECT,
     ImageListDataset,
     Preprocess,
     collate_uint8,
@@ -517,6 +519,9 @@ def resize_crop_tensor(img: torch.Tensor, pp: Preprocess) -> torch.Tensor:
         nw, nh = pp.resize, int(pp.resize * h / w)
     else:
         nw, nh = int(pp.resize * w / h), pp.resize
+    if max(nw, nh) > BOXED_ASPECT * pp.resize:  # thin: the CPU path's bounded resize
+        arr = resize_crop(Image.fromarray(img.permute(1, 2, 0).cpu().numpy()), pp)
+        return torch.from_numpy(arr.transpose(2, 0, 1).copy()).to(img.device)
     if (nw, nh) != (w, h):
         x = img.unsqueeze(0).float()
         if pp.interpolation == "nearest":
