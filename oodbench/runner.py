@@ -509,6 +509,7 @@ def run_one(
             both = cached[s.name]
         else:
             sc, pr = score_arrays(det, arrays[s.name], backbone.device)
+            check_scores(det.name, s.name, sc, feats.manifest(s))
             both = np.stack([sc, pr.astype(np.float64)])
             cache.save("scores", score_specs[s.name], both, detector=det.name, set=s.name,
                        setup_info=info)
@@ -601,6 +602,17 @@ def score_arrays(
     if not scores:
         return np.zeros(0), np.zeros(0, np.int64)
     return np.concatenate(scores), np.concatenate(preds)
+
+
+def check_scores(detector: str, set_name: str, scores: np.ndarray, manifest) -> None:
+    """Refuse NaN or inf scores before they are cached or ranked, naming the images."""
+    bad = np.flatnonzero(~np.isfinite(scores))
+    if bad.size:
+        shown = ", ".join(str(manifest.absolute(int(i))) for i in bad[:3])
+        raise ConfigError(
+            f"{detector} gave {bad.size} non-finite (NaN or inf) score(s) on set {set_name!r}, "
+            f"e.g. {shown}; nothing was cached or recorded. Check its hyperparameters (a "
+            "temperature of 0 or inf, a zero weight) and the features of these images")
 
 
 @functools.cache

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from oodbench.errors import BackboneError
 from oodbench.toy import generator as gen
 from oodbench.toy import world
 from oodbench.toy.model import (
@@ -139,7 +140,7 @@ def test_load_toy_clip_encodes(toy_clip):
 
 
 def test_load_toy_clip_missing_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="oodbench.toy.train"):
+    with pytest.raises(BackboneError, match="oodbench.toy.train"):
         load_toy_clip(tmp_path / "nope.safetensors")
 
 

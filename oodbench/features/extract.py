@@ -246,6 +246,7 @@ def _extract_missing(backbone, manifest, kinds, cache, batch_size, workers, chun
         for (lo, hi), feats in _encode_chunks(backbone, manifest, kinds, mine, batch_size,
                                               workers, progress, task, stats):
             for k in kinds:
+                check_finite(feats[k], manifest, k, lo)
                 atomic_save_npy(dirs[k] / _chunk_name(lo, hi), feats[k])
             stats.images_encoded += hi - lo
     distributed.barrier()
@@ -260,6 +261,21 @@ def _extract_missing(backbone, manifest, kinds, cache, batch_size, workers, chun
                             f"{cache.root} after extraction; under torchrun every rank must see "
                             "the same cache folder (pass a shared --cache-dir)")
     return out
+
+
+def check_finite(feats: np.ndarray, manifest: Manifest, kind: str, lo: int = 0) -> None:
+    """Refuse features with NaN or inf (rows ``lo``.. of ``manifest``), naming the set and the
+    images, before they are saved: nothing downstream could score them."""
+    bad = np.flatnonzero(~np.isfinite(feats.reshape(len(feats), -1)).all(1)) if feats.size else []
+    if len(bad) == 0:
+        return
+    shown = ", ".join(str(manifest.absolute(lo + int(i))) for i in bad[:3])
+    more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+    raise DataError(
+        f"the backbone gave non-finite (NaN or inf) {kind} features for {len(bad)} image(s) of "
+        f"set {manifest.name!r}: {shown}{more}; they were not cached. Check the backbone's "
+        "weights (a damaged checkpoint gives NaN), try --precision fp32 (fp16 can overflow), "
+        "and look at these images")
 
 
 def _join_chunks(cache, manifest, specs, dirs, ranges) -> None:
