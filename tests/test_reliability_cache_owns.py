@@ -154,3 +154,18 @@ def test_gc_waits_for_the_entry_lock_of_a_live_writer(tmp_path):
     finally:
         assert writer.wait(timeout=60) == 0
     assert c.load("text", SPEC) is not None
+
+
+def test_gc_collects_a_stale_half_written_toy_world(tmp_path, capsys):
+    c = Cache(tmp_path)
+    c.ensure_marker()
+    stale = tmp_path / "toy-world" / ".toy-tmp-99-dead"
+    (stale / "near").mkdir(parents=True)
+    (stale / "near" / "00001.png").write_bytes(b"half")
+    fresh = tmp_path / "toy-world" / ".toy-tmp-98-live"
+    fresh.mkdir()
+    old = time.time() - 7200
+    os.utime(stale, (old, old))
+    assert main(["cache", "gc", "--cache-dir", str(tmp_path)]) == 0
+    assert f"removed {stale}" in capsys.readouterr().out
+    assert not stale.exists() and fresh.exists()

@@ -45,9 +45,10 @@ STALE_TMP_S = 3600.0  # a temporary file older than this belongs to a writer tha
 DEFAULT_CACHE = Path(".oodbench-cache")
 MARKER = "OODBENCH-CACHE.json"  # the cache's own marker: {"oodbench_cache": true, "layout": N}
 CACHE_LAYOUT = 1
+TOY_WORLD = "toy-world"  # oodbench.protocols.toy.world_root: the toy images, derived data
 # what a cache folder holds at its top: levels, locks, trained artifacts, the toy world
-OWN_TOP = frozenset({*LEVELS, "locks", "artifacts", "toy", MARKER})
-OWN_TOP_PREFIXES = (".toy-tmp-", ".toy-old-", f".{MARKER}.")
+OWN_TOP = frozenset({*LEVELS, "locks", "artifacts", TOY_WORLD, MARKER})
+OWN_TOP_PREFIXES = (f".{MARKER}.",)
 _PREFIX = re.compile(r"[0-9a-f]{2}")
 _KEY = re.compile(r"[0-9a-f]{32}")
 _CHUNK = re.compile(r"\d{9}-\d{9}\.npy")
@@ -345,7 +346,7 @@ class Cache:
             for d in self.entry_dirs(level):
                 with self.entry_lock(level, d.name):
                     out += _entry_leftovers(d, stale_s)
-        for p in self.root.glob(".toy-tmp-*"):  # worlds whose writer died
+        for p in (self.root / TOY_WORLD).glob(".toy-tmp-*"):  # worlds whose writer died
             if p.is_dir() and not p.is_symlink() and _age(p) > stale_s:
                 out.append(p)
         return out
@@ -379,7 +380,7 @@ class Cache:
                         for p in gone:
                             _remove_entry(p) if p.name == "chunks" else _unlink(p)
                         _rmdir(d)
-        for p in self.root.glob(".toy-tmp-*"):
+        for p in (self.root / TOY_WORLD).glob(".toy-tmp-*"):
             if p.is_dir() and not p.is_symlink() and _age(p) > stale_s:
                 from oodbench.toy.world import remove_world_tmp
 
