@@ -185,6 +185,8 @@ def why_unreadable(path: Path) -> str | None:
     """Why the image at ``path`` cannot be used (missing, empty, undecodable), or None if it can."""
     try:
         size = os.stat(path).st_size
+    except PermissionError as e:
+        return f"cannot be read ({e.strerror}: a folder above it is not readable by this user)"
     except (OSError, ValueError):
         return "file does not exist"
     if size == 0:

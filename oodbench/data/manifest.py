@@ -170,7 +170,10 @@ def scan_image_folder(
     base = Path(root) / subdir
     if not base.is_dir():
         raise DataError(f"{name}: folder {base} does not exist")
-    entries = sorted(os.scandir(base), key=lambda e: e.name)
+    try:
+        entries = sorted(os.scandir(base), key=lambda e: e.name)
+    except OSError as e:
+        raise DataError(_unreadable_folder(name, base, e)) from None
     dirs = [e.name for e in entries if e.is_dir()]
     files = [e.name for e in entries if e.is_file() and e.name.lower().endswith(IMAGE_SUFFIXES)]
     paths: list[str] = []
@@ -181,7 +184,7 @@ def scan_image_folder(
         for d in dirs:
             if d not in index:
                 raise DataError(f"{name}: unexpected class folder {base / d}")
-            for f in sorted(_images_below(base / d)):
+            for f in sorted(_images_below(base / d, name)):
                 paths.append(f"{subdir}/{d}/{f}")
                 labels.append(-1 if ood else index[d])
     else:
@@ -191,9 +194,19 @@ def scan_image_folder(
     return Manifest(name, Path(root), tuple(paths), tuple(labels), source=str(base))
 
 
-def _images_below(folder: Path) -> list[str]:
+def _unreadable_folder(name: str, folder: Path | str, e: OSError) -> str:
+    return (f"{name}: cannot read the folder {folder} ({e.strerror or e}); its images would be "
+            "silently missing. Give this user read access (chmod -R a+rX), or move the folder "
+            "out of the data root")
+
+
+def _images_below(folder: Path, name: str = "") -> list[str]:
+    """Image files under ``folder`` (relative paths); an unreadable sub-folder is an error."""
+    def refuse(e: OSError) -> None:
+        raise DataError(_unreadable_folder(name or str(folder), e.filename or folder, e))
+
     out = []
-    for dirpath, _, fnames in os.walk(folder):
+    for dirpath, _, fnames in os.walk(folder, onerror=refuse):
         rel = os.path.relpath(dirpath, folder)
         for f in fnames:
             if f.lower().endswith(IMAGE_SUFFIXES):
