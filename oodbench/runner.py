@@ -43,7 +43,7 @@ from oodbench.detectors.base import (
     check_precision,
     resolve_precision,
 )
-from oodbench.errors import ConfigError
+from oodbench.errors import ConfigError, short_repr
 from oodbench.features import distributed
 from oodbench.features.cache import Cache, default_cache_dir, spec_key
 from oodbench.features.extract import KIND_ENCODERS, ExtractStats, extract, feature_spec
@@ -86,12 +86,22 @@ class RunSpec:
         if isinstance(self.seeds, int):
             self.seeds = [self.seeds]
         if not all(isinstance(x, int) and not isinstance(x, bool) for x in self.seeds):
-            raise ConfigError(f"seeds must be integers like [0, 1, 2], got {self.seeds!r}")
+            raise ConfigError(
+                f"seeds must be integers like [0, 1, 2], got {short_repr(self.seeds)}")
+        if not all(0 <= x < 2**63 for x in self.seeds):
+            raise ConfigError(
+                f"seeds must be between 0 and 2**63 - 1, got {short_repr(self.seeds)}")
         if not all(isinstance(x, str) for x in self.detectors):
-            raise ConfigError(f"detectors must be names like [mcm, energy], got {self.detectors!r}")
+            raise ConfigError(
+                f"detectors must be names like [mcm, energy], got {short_repr(self.detectors)}")
+        for what, items in (("seed", self.seeds), ("detector", self.detectors)):
+            twice = sorted({str(x) for x in items if items.count(x) > 1})
+            if twice:
+                raise ConfigError(f"{what} {', '.join(twice)} is given twice; each {what} runs "
+                                  "once (its record would be written twice)")
         for det, values in self.params.items():
             if not isinstance(values, dict):
-                raise ConfigError(f"params.{det} must map FIELD: VALUE, got {values!r}")
+                raise ConfigError(f"params.{det} must map FIELD: VALUE, got {short_repr(values)}")
         for name in self.detectors:
             DETECTORS.describe(name)  # unknown -> suggestions
         PROTOCOLS.describe(self.protocol)  # unknown -> suggestions
@@ -157,9 +167,13 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError("--device cuda was requested but no CUDA device is available")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except (RuntimeError, TypeError):
-        raise ConfigError(f"device {name!r} unknown; use auto, cpu, cuda or cuda:N") from None
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):  # mps, meta, ...: not supported
+        raise ConfigError(f"device {short_repr(name)} unknown or unsupported; use auto, cpu, cuda "
+                          "or cuda:N")
+    return device
 
 
 def seed_everything(seed: int) -> None:

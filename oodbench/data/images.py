@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image, ImageFile
 
 from oodbench.data.manifest import Manifest
-from oodbench.errors import DataError
+from oodbench.errors import DataError, short_repr
 
 INTERPOLATIONS = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -49,12 +49,13 @@ class Preprocess:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise DataError(f"preprocessing field {name!r} must be a positive integer, "
-                                f"got {v!r}")
+                                f"got {short_repr(v)}")
         for name in ("mean", "std"):
             v = getattr(self, name)
             if (not isinstance(v, (tuple, list)) or len(v) != 3
                     or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)):
-                raise DataError(f"preprocessing field {name!r} must be three numbers, got {v!r}")
+                raise DataError(f"preprocessing field {name!r} must be three numbers, "
+                                f"got {short_repr(v)}")
         if any(x <= 0 for x in self.std):
             raise DataError(f"preprocessing field 'std' must be positive, got {self.std!r}")
         if self.interpolation not in INTERPOLATIONS:

@@ -29,6 +29,7 @@ depend on how images are batched unless ``order_dependent`` is set. Text is enco
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Callable
@@ -39,7 +40,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from oodbench.errors import ConfigError
+from oodbench.errors import ConfigError, short_repr
 
 GLOBAL = "global"  # (N, D) L2-normalised global image embeddings
 LOCAL = "local"  # (N, P, D) patch embeddings projected into the joint space
@@ -112,36 +113,47 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
                 return _coerce(value, arg, name)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(f"hyperparameter {name}={value!r} does not match {hint}")
+        raise ConfigError(f"hyperparameter {name}={short_repr(value)} does not match {hint}")
     if origin is typing.Literal:
         if value not in typing.get_args(hint):
             raise ConfigError(
-                f"hyperparameter {name}={value!r} must be one of {typing.get_args(hint)}"
+                f"hyperparameter {name}={short_repr(value)} must be one of "
+                f"{typing.get_args(hint)}"
             )
         return value
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"hyperparameter {name}={value!r} must be a list")
+            raise ConfigError(f"hyperparameter {name}={short_repr(value)} must be a list")
         (arg, *_) = typing.get_args(hint) or (Any,)
         return origin(_coerce(v, arg, name) for v in value)
     if hint is Any:
         return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        return _finite(float(value), name)
     if hint is float and isinstance(value, str):  # YAML reads 1e-4 (no dot) as a string
         try:
-            return float(value)
+            return _finite(float(value), name)
         except ValueError:
             pass
+    if hint is float and isinstance(value, float):
+        return _finite(value, name)
     if hint is bool and not isinstance(value, bool):
-        raise ConfigError(f"hyperparameter {name}={value!r} must be true or false")
+        raise ConfigError(f"hyperparameter {name}={short_repr(value)} must be true or false")
     if isinstance(hint, type) and not isinstance(value, hint):
         raise ConfigError(
-            f"hyperparameter {name}={value!r} has type {type(value).__name__}; "
+            f"hyperparameter {name}={short_repr(value)} has type {type(value).__name__}; "
             f"expected {hint.__name__}"
         )
     if isinstance(hint, type) and hint in (int, float) and isinstance(value, bool):
-        raise ConfigError(f"hyperparameter {name}={value!r} must be a number, not a boolean")
+        raise ConfigError(
+            f"hyperparameter {name}={short_repr(value)} must be a number, not a boolean")
+    return value
+
+
+def _finite(value: float, name: str) -> float:
+    """Refuse inf and NaN: records would hold non-standard JSON and scores would be NaN."""
+    if not math.isfinite(value):
+        raise ConfigError(f"hyperparameter {name}={value!r} must be a finite number")
     return value
 
 
