@@ -114,6 +114,11 @@ class RunSpec:
             raise ConfigError(f"batch_size must be positive, got {self.batch_size}")
         if self.chunk_size <= 0:
             raise ConfigError(f"chunk_size must be positive, got {self.chunk_size}")
+        if self.workers is not None and self.workers < 0:
+            raise ConfigError(f"workers must be 0 (load in the main process) or more, got "
+                              f"{self.workers}")
+        if self.limit is not None and self.limit <= 0:
+            raise ConfigError(f"limit must be a positive number of images, got {self.limit}")
         check_precision(self.precision)
 
     @classmethod

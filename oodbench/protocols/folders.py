@@ -113,6 +113,9 @@ class FolderProtocol(ProtocolDef):
                  "never a test set" for s in by_role["ood-val"]]
         if len(by_role["id"]) != 1:
             raise DataError(f"protocol {self.name} must have exactly one ID test set")
+        n_classes = len(self.classnames())
+        for s in by_role["id"] + by_role["shifted-id"] + by_role["val"]:
+            check_labels(s, n_classes)
         return Protocol(
             name=self.name,
             version=self.version,
@@ -195,6 +198,18 @@ def _unreadable_problems(spec: SetSpec, m: Manifest) -> list[Problem]:
     return [Problem(f"{spec.name}: {len(bad)} unreadable or corrupt images: {shown}{more}",
                     str(m.root), "re-extract or re-download those files (or run with "
                     "--skip-unreadable to leave them out, which the record notes)")]
+
+
+def check_labels(s: ImageSet, n_classes: int) -> None:
+    """Refuse an ID-role set whose labels fall outside the class list (or are -1, the OOD mark):
+    accuracy would silently count them as wrong."""
+    bad = [i for i, y in enumerate(s.manifest.labels) if not 0 <= y < n_classes]
+    if bad:
+        m = s.manifest
+        shown = ", ".join(f"{m.paths[i]} ({m.labels[i]})" for i in bad[:3])
+        raise DataError(f"{s.name}: {len(bad)} image(s) have a label outside 0..{n_classes - 1} "
+                        f"(the protocol's {n_classes} classes), e.g. {shown}; read from "
+                        f"{m.source or m.root}. Fix the labels (-1 marks OOD images only)")
 
 
 def _require_root(data_root: Path | None, protocol: str) -> Path:
