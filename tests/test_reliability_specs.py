@@ -59,3 +59,28 @@ def test_silently_accepted_or_crashing_flags_are_refused(tmp_path, capsys, args,
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("oodbench: error: ") and needle in err, err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("template", ["{} {x}", "a photo of a {", "{}{}", "no slot"])
+def test_a_template_with_extra_braces_is_refused(tmp_path, capsys, standin_root, template):
+    argv = ["run", "--detector", "mcm", "--protocol", "imagenet1k-mos4", "--backbone",
+            "tiny-random", "--data-root", str(standin_root), "--quiet", "--workers", "0",
+            "--cache-dir", str(tmp_path / "c"), "--results-dir", str(tmp_path / "r"),
+            "--param", f"mcm.template={template}"]
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2 and "hyperparameter mcm.template=" in err, err
+    assert "must hold exactly one '{}'" in err and "Traceback" not in err
+
+
+def test_a_crop_other_than_the_models_input_size_is_refused(tmp_path, capsys, standin_root):
+    # tiny-random's tower takes 32x32: a 48 crop ended in a shape error deep in the forward pass
+    argv = ["run", "--detector", "mcm", "--protocol", "imagenet1k-mos4", "--backbone",
+            "tiny-random", "--data-root", str(standin_root), "--quiet", "--workers", "0",
+            "--cache-dir", str(tmp_path / "c"), "--results-dir", str(tmp_path / "r"),
+            "--resize", "48", "--crop", "48"]
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    assert "crop 48 differs from the input size of tiny-random (32x32)" in err
+    assert not (tmp_path / "r").exists()

@@ -71,6 +71,10 @@ class DetectorParams:
             )
         hints = typing.get_type_hints(cls)
         coerced = {k: _coerce(v, hints[k], f"{where}{k}") for k, v in values.items()}
+        for k, v in coerced.items():
+            if k.endswith(("template", "templates")):
+                for t in [v] if isinstance(v, str) else v if isinstance(v, (list, tuple)) else []:
+                    check_template(t, f"{where}{k}")
         obj = cls(**coerced)
         obj.validate()
         obj._given = frozenset(values)  # the fields the user set (toy presets leave them alone)
@@ -148,6 +152,21 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
         raise ConfigError(
             f"hyperparameter {name}={short_repr(value)} must be a number, not a boolean")
     return value
+
+
+def check_template(template: object, name: str) -> None:
+    """A prompt template holds exactly one ``{}`` (the class name) and no other replacement
+    field: ``'{} {x}'`` or a stray brace would fail in ``str.format`` after the run started."""
+    import string
+
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(str(template)) if f is not None]
+    except ValueError:  # an unmatched brace
+        fields = None
+    if fields not in ([""], ["0"]):
+        raise ConfigError(
+            f"hyperparameter {name}={short_repr(template)} must hold exactly one '{{}}' where the "
+            "class name goes and no other braces (write a literal brace as '{{' or '}}')")
 
 
 def _finite(value: float, name: str) -> float:
