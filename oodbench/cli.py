@@ -6,8 +6,11 @@ User errors (unknown names, bad configs, missing data) print one message and exi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import yaml
@@ -373,6 +376,40 @@ def user_message(e: OodbenchError) -> str:
     return text[at + len(head):].strip() if at >= 0 else text.splitlines()[-1]
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an exception so that the run unwinds like a Ctrl-C (locks released,
+    finished chunks kept) and says so."""
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    """First Ctrl-C or SIGTERM: unwind. A second one while unwinding (the DataLoader shutting its
+    workers down) exits at once, without the traceback it would print from a destructor."""
+    def again(signum: int, frame: object) -> None:
+        print("oodbench: interrupted again; exiting now (finished chunks and records are kept)",
+              file=sys.stderr, flush=True)
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGINT, again)
+    signal.signal(signal.SIGTERM, again)
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+@contextlib.contextmanager
+def _signals():
+    """Install :func:`_on_signal` for SIGINT and SIGTERM (main thread only), then restore."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in old:
+        signal.signal(s, _on_signal)
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``oodbench`` console script."""
     args = build_parser().parse_args(argv)
@@ -384,17 +421,19 @@ def main(argv: list[str] | None = None) -> int:
         "data": cmd_data,
         "cache": cmd_cache,
     }
-    try:
-        return handlers[args.command](args)
-    except OodbenchError as e:
-        print(f"oodbench: error: {user_message(e)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(
-            "oodbench: interrupted; finished chunks and records are kept, rerun to resume",
-            file=sys.stderr,
-        )
-        return 130
+    with _signals():  # held until the unwound frames (and their DataLoader workers) are freed
+        try:
+            return handlers[args.command](args)
+        except OodbenchError as e:
+            print(f"oodbench: error: {user_message(e)}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt as e:
+            what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+            print(
+                f"oodbench: {what}; finished chunks and records are kept, rerun to resume",
+                file=sys.stderr,
+            )
+            return 143 if isinstance(e, Terminated) else 130
 
 
 if __name__ == "__main__":
