@@ -324,6 +324,8 @@ def cmd_data(args: argparse.Namespace) -> int:
         return 2
     for w in getattr(proto, "count_warnings", lambda r: [])(Path(root)) if root else []:
         print(f"  warning: {w}", file=sys.stderr)
+    for n in getattr(proto, "link_notes", lambda r: [])(Path(root)) if root else []:
+        print(f"  note: {n}", file=sys.stderr)
     shallow = " (folders, lists and counts; --deep also decodes every image)" if (
         root and not args.deep) else ""
     print(f"{args.protocol}: data root {root or '(built-in)'} is ready{shallow}")

@@ -73,3 +73,14 @@ def test_a_chmod_000_class_folder_is_an_error(root, tmp_path, capsys):
         folder.chmod(0o755)
     err = capsys.readouterr().err
     assert code == 2 and f"cannot read the folder {folder}" in err, err
+
+
+def test_a_link_outside_the_data_root_is_followed_and_noted(root, tmp_path, capsys):
+    outside = tmp_path / "elsewhere.jpg"
+    outside.write_bytes((root / "SUN" / "images" / "SUN_0.jpg").read_bytes())
+    os.symlink(outside, root / "SUN" / "images" / "linked.jpg")
+    assert main(["data", "check", "imagenet1k-mos4", "--data-root", str(root)]) == 0
+    captured = capsys.readouterr()
+    assert "is ready" in captured.out
+    assert ("note: SUN: 1 image(s) are symbolic links to files outside the data root (followed), "
+            "e.g. SUN/images/linked.jpg") in captured.err

@@ -15,6 +15,7 @@ the manifest carries the checksums, so a result record names exactly which files
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -159,6 +160,18 @@ class FolderProtocol(ProtocolDef):
                     problems += _unreadable_problems(spec, m)
         return problems
 
+    def link_notes(self, data_root: Path) -> list[str]:
+        """Sets with images that link outside the data root (followed; noted by data check)."""
+        out = []
+        for spec in self.sets:
+            if spec.locate(data_root).exists():
+                links = outside_links(self.manifest(data_root, spec, checksums=False), data_root)
+                if links:
+                    out.append(f"{spec.name}: {len(links)} image(s) are symbolic links to files "
+                               f"outside the data root (followed), e.g. {links[0]}; "
+                               "`oodbench data index` pins their contents")
+        return out
+
     def count_warnings(self, data_root: Path) -> list[str]:
         """Sets whose image count differs from the papers' (results then are not comparable)."""
         out = []
@@ -169,6 +182,20 @@ class FolderProtocol(ProtocolDef):
                     out.append(f"{spec.name}: {n:,} images, the papers use {spec.expected:,}; "
                                "results will not be comparable with published numbers")
         return out
+
+
+def outside_links(m: Manifest, root: Path) -> list[str]:
+    """Images of ``m`` that are symbolic links (or under linked folders) resolving outside the
+    data root: they are followed, and ``data check`` says so."""
+    base = Path(root).resolve()
+    out = []
+    for i, rel in enumerate(m.paths):
+        try:
+            if not Path(os.path.realpath(m.absolute(i))).is_relative_to(base):
+                out.append(rel)
+        except (OSError, ValueError):
+            continue
+    return out
 
 
 def scan_listed_folders(root: Path, subdir: str, name: str, folders: Sequence[str]) -> Manifest:
