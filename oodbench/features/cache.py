@@ -98,6 +98,7 @@ class Cache:
         # an empty path is "unset", never the current folder
         self.root = Path(root).expanduser() if root not in (None, "") else default_cache_dir()
         self._marked = False
+        self._tried = False  # ensure_marker ran once (locks ask on every entry)
 
     # ------------------------------------------------------------------ the marker
 
@@ -119,9 +120,13 @@ class Cache:
         return [self.root / n for n in names
                 if n not in OWN_TOP and not n.startswith(OWN_TOP_PREFIXES)]
 
-    def ensure_marker(self) -> bool:
+    def ensure_marker(self, once: bool = False) -> bool:
         """Mark the folder as a cache when it is new, empty or holds only cache folders (an
-        older oodbench's cache is adopted); False when it holds other files (left unmarked)."""
+        older oodbench's cache is adopted); False when it holds other files (left unmarked).
+        With ``once`` (every lock asks) a folder found unmarkable is not listed again."""
+        if once and self._tried:
+            return self._marked
+        self._tried = True
         if self._marked or self.marker() is not None:
             self._marked = True
             return True
@@ -170,13 +175,13 @@ class Cache:
 
     def entry_lock(self, level: str, key: str) -> FileLock:
         """The lock guarding one entry's files (striped over 256 lock files by key prefix)."""
-        self.ensure_marker()
+        self.ensure_marker(once=True)
         return FileLock(self.root / "locks" / f"entry-{level}-{key[:2]}.lock")
 
     def lock(self, name: str, what: str = "") -> FileLock:
         """A named lock for work that must run once across processes (e.g. extracting one set)."""
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-        self.ensure_marker()
+        self.ensure_marker(once=True)
         return FileLock(self.root / "locks" / f"{safe}.lock", what=what)
 
     def has(self, level: str, spec: dict) -> bool:
