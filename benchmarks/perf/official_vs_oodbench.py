@@ -181,7 +181,7 @@ def record_scores(spec: RunSpec, rec) -> dict[str, np.ndarray]:
     det = make_detector(rec.detector["name"], rec.detector["params"])  # "@hash" when not default
     stem = record_stem(Path(spec.results_dir) / "runs" / rec.protocol["name"] /
                        backbone_dir(spec.backbone, rec.backbone["precision"]), det, rec.seed)
-    z = np.load(stem.with_suffix(".npz"))
+    z = np.load(stem.parent / rec.scores_file)  # a --limit run's stem has a suffix
     return {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("scores/")}
 
 
