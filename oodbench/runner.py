@@ -1,9 +1,12 @@
 """Extract once, score many: resolve a run spec, get features, set up and score each detector.
 
 Each detector runs at the run's precision or, when it does not tolerate that, at its own declared
-one (``Detector.precision``); detectors are grouped by that precision, one backbone per group. Per
-group the union of the detectors' feature kinds is extracted first, in one pass over each set, so an
-image is decoded and encoded once however many detectors, and of which kinds, the run holds.
+one (``Detector.precision``), and preprocesses images by its official recipe (``Detector.recipe``:
+e.g. MCM's bilinear ``Resize(224)``, KR-NFT's bicubic resize 256 / crop 224) unless the user
+overrides preprocessing for the whole run. Detectors are grouped by (precision, recipe): one model
+load per precision, one feature set per group. Per group the union of the detectors' feature kinds
+is extracted first, in one pass over each set, so an image is decoded and encoded once however many
+detectors, and of which kinds, the group holds.
 
 For each (detector, seed) the runner writes a :class:`~oodbench.record.ResultRecord` to
 ``<results>/runs/<protocol>/<backbone>[@precision]/<detector>/seed<k>[_<variant>].json`` with the
@@ -11,16 +14,18 @@ per-image scores beside it (``.npz``); a ``--limit`` or ``--skip-unreadable`` ru
 (:func:`measurement_suffix`), so it never replaces a full run's record. Image features are shared
 by every detector of the run and, through the cache, of later runs; scores are cached too, so a
 rerun that changes nothing recomputes nothing.
+
+The runner only orchestrates: features, their locks and the Context a detector is set up with
+come from ``features/provider.py``; scoring a set and the score cache from ``features/scores.py``.
+It reads as: resolve the spec -> group detectors by precision and recipe -> per detector and seed,
+setup (or cached scores), score, metrics, record.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
-import functools
 import hashlib
-import inspect
 import json
 import os
 import platform
@@ -37,24 +42,21 @@ from oodbench import metrics as M
 from oodbench.backbones import load_backbone
 from oodbench.data.images import readable_manifests
 from oodbench.detectors.base import (
-    GLOBAL,
-    Context,
     Detector,
+    Recipe,
     check_precision,
     resolve_precision,
 )
 from oodbench.errors import ConfigError, short_repr
 from oodbench.features import distributed
+from oodbench.features import scores as scoring
 from oodbench.features.cache import Cache, default_cache_dir, spec_key
-from oodbench.features.extract import KIND_ENCODERS, ExtractStats, extract, feature_spec
-from oodbench.features.text import encode_text_cached
+from oodbench.features.provider import Features, feature_kinds
 from oodbench.io import atomic_save_npz
 from oodbench.progress import progress, say
-from oodbench.protocols.base import ImageSet, Protocol
+from oodbench.protocols.base import Protocol
 from oodbench.record import ResultRecord
 from oodbench.registry import DETECTORS, PROTOCOLS
-
-SCORE_BATCH = 4096
 
 
 @dataclass
@@ -239,10 +241,18 @@ def slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
 
 
-def backbone_dir(backbone_spec: str, precision: str = "fp32") -> str:
-    """Record folder of a backbone: its slug, with ``@<precision>`` unless fp32, so that an fp32
-    and a bf16 run of one detector keep separate records."""
-    return slug(backbone_spec) + ("" if precision == "fp32" else f"@{precision}")
+def backbone_dir(backbone_spec: str, precision: str = "fp32",
+                 preprocess: dict | None = None) -> str:
+    """Record folder of a backbone: its slug, with ``@<precision>`` unless fp32 and
+    ``+pp-<fields>`` when the user overrode the detectors' official preprocessing, so that such
+    runs never replace the official ones."""
+    name = slug(backbone_spec) + ("" if precision == "fp32" else f"@{precision}")
+    if preprocess:
+        short = [f"{preprocess[k]}" for k in ("interpolation", "resize", "crop") if k in preprocess]
+        if set(preprocess) - {"interpolation", "resize", "crop"}:
+            short.append(spec_key(preprocess)[:8])
+        name += "+pp-" + slug("-".join(short))
+    return name
 
 
 def record_stem(spec_dir: Path, detector: Detector, seed: int) -> Path:
@@ -269,130 +279,6 @@ def measurement_suffix(limit: int | None, skipped: dict[str, int], digests: dict
     return "_" + "_".join(tags) + "_" + spec_key(dict(sorted(digests.items())))[:8]
 
 
-class Features:
-    """Features of every set of a protocol with one backbone, extracted (or loaded) once per run.
-
-    Where a kind came from (cache or extraction, with the pass's details) and the seconds spent
-    extracting are reported once: to the first detector whose record asks for that kind, and to
-    the next record written (:meth:`take_seconds`); later requests read ``memory``.
-    """
-
-    def __init__(
-        self,
-        backbone,
-        protocol: Protocol,
-        cache: Cache,
-        spec: RunSpec,
-        bar,
-        checked: dict | None = None,
-        skipped: dict[str, int] | None = None,
-    ):
-        self.backbone, self.protocol, self.cache, self.spec, self.bar = (
-            backbone,
-            protocol,
-            cache,
-            spec,
-            bar,
-        )
-        self.arrays: dict[str, dict[str, np.ndarray]] = {}
-        self.seconds = 0.0  # extraction seconds not yet counted in a record
-        self.pending: dict[str, dict] = {}  # set -> origins of kinds not yet reported
-        self.checked = checked or {}  # set name -> its manifest without unreadable images
-        self.skipped = skipped or {}
-
-    def manifest(self, s: ImageSet):
-        if s.name in self.checked:
-            return self.checked[s.name]
-        return s.manifest.limit(self.spec.limit)
-
-    def get(self, s: ImageSet, kinds: list[str], log: dict | None = None) -> dict[str, np.ndarray]:
-        """Features of one set, extracting only the kinds not already held.
-
-        ``log[set][kind]`` says where each came from: memory (already reported this run), cache,
-        or extracted (``chunks_reused`` of them from an interrupted earlier run).
-        """
-        held = self.arrays.setdefault(s.name, {})
-        need = [k for k in kinds if k not in held]
-        if need:
-            t = time.perf_counter()
-            st = ExtractStats()
-            with self.extract_lock(s):
-                held.update(
-                    extract(
-                        self.backbone,
-                        self.manifest(s),
-                        need,
-                        self.cache,
-                        batch_size=self.spec.batch_size,
-                        workers=self.spec.workers,
-                        chunk_size=self.spec.chunk_size,
-                        progress=self.bar,
-                        stats=st,
-                        decode=self.spec.decode,
-                    )
-                )
-            self.seconds += time.perf_counter() - t
-            pending = self.pending.setdefault(s.name, {})
-            pending.update({k: "cache" if st.hits[k] else "extracted" for k in need})
-            if st.images_encoded or st.chunks_reused:
-                pending["images_encoded"] = pending.get("images_encoded", 0) + st.images_encoded
-                pending["chunks_reused"] = pending.get("chunks_reused", 0) + st.chunks_reused
-            if st.decode_check is not None:  # device JPEG decoding: its check on a sample
-                pending["decode"] = {
-                    "used": st.decode,
-                    "check": st.decode_check,
-                    "fallbacks": st.decode_fallbacks,
-                }
-        if log is not None:
-            pending = self.pending.get(s.name, {})
-            entry = {k: pending.pop(k, "memory") for k in kinds}
-            if any(v != "memory" for v in entry.values()):
-                for extra in ("images_encoded", "chunks_reused", "decode"):
-                    if extra in pending:
-                        entry[extra] = pending.pop(extra)
-            log[s.name] = entry
-        return {k: held[k] for k in kinds}
-
-    def prefetch(self, sets: list[ImageSet], kinds: list[str]) -> None:
-        """Extract (or load) ``kinds`` of every set in one pass per set, reporting nothing yet."""
-        for s in sets:
-            self.get(s, kinds)
-
-    def take_seconds(self) -> float:
-        """Extraction seconds not yet counted in a record (then zero)."""
-        seconds, self.seconds = self.seconds, 0.0
-        return seconds
-
-    def extract_lock(self, s: ImageSet):
-        """One extraction of a set at a time across processes sharing the cache."""
-        return extract_lock(self.cache, self.backbone, self.manifest(s))
-
-
-def extract_lock(cache: Cache, backbone, manifest):
-    """The lock under which one process at a time extracts ``manifest`` with ``backbone`` (not
-    torchrun's ranks, which extract one set together): a second process waits, then reads the
-    cache entry the first one wrote instead of joining chunks the first one is removing."""
-    if distributed.world_size() > 1:
-        return contextlib.nullcontext()
-    key = spec_key([backbone.key(), manifest.digest()])
-    return cache.lock(f"extract-{key}", what=f"features of {manifest.name}")
-
-
-def locked_extract(backbone, manifest, kinds, cache: Cache, spec: RunSpec, bar):
-    """:func:`extract` under :func:`extract_lock` (for detectors' own feature requests), with
-    the run's decode path, as the score keys that name these features assume."""
-    with extract_lock(cache, backbone, manifest):
-        return extract(backbone, manifest, list(kinds), cache, batch_size=spec.batch_size,
-                       workers=spec.workers, chunk_size=spec.chunk_size, progress=bar,
-                       decode=spec.decode)
-
-
-def feature_kinds(needs: frozenset[str]) -> list[str]:
-    """The extractable feature kinds among ``needs`` (``global`` first; at least ``global``)."""
-    kinds = sorted(k for k in needs if k in KIND_ENCODERS and k != GLOBAL)
-    return [GLOBAL, *kinds] if GLOBAL in needs or not kinds else kinds
-
-
 def precision_groups(spec: RunSpec) -> dict[str, list[int]]:
     """Precision -> indices of ``spec.detectors`` that run at it, in order of first use."""
     groups: dict[str, list[int]] = {}
@@ -400,6 +286,33 @@ def precision_groups(spec: RunSpec) -> dict[str, list[int]]:
         used, _ = resolve_precision(spec.precision, DETECTORS.get(name))
         groups.setdefault(used, []).append(i)
     return groups
+
+
+def recipe_groups(base, spec: RunSpec, indices: list[int]) -> list[tuple[object, list[int]]]:
+    """(backbone with a group's preprocessing, indices of its detectors): the detectors of one
+    precision grouped by the preprocessing their recipes resolve to on ``base``."""
+    groups: dict = {}
+    for i in indices:
+        bb = recipe_backbone(base, DETECTORS.get(spec.detectors[i]).recipe, bool(spec.preprocess))
+        groups.setdefault(bb.preprocess, (bb, []))[1].append(i)
+    return list(groups.values())
+
+
+def recipe_backbone(base, recipe: Recipe, overridden: bool):
+    """``base`` with the preprocessing of ``recipe`` (the same model; the user's overrides, already
+    in ``base``, win over every recipe)."""
+    if overridden:
+        return base
+    fields = recipe.preprocess_overrides(base.preprocess.crop)
+    if not fields:
+        return base
+    return dataclasses.replace(base, preprocess=dataclasses.replace(base.preprocess, **fields))
+
+
+def recipe_record(det: Detector, spec: RunSpec) -> dict:
+    """What the record says about the detector's official recipe and whether the run kept it."""
+    return {"official": not spec.preprocess, "overrides": dict(spec.preprocess) or None,
+            **det.recipe.to_dict()}
 
 
 def make_detector(name: str, params: dict | None) -> Detector:
@@ -433,42 +346,59 @@ def run(spec: RunSpec) -> list[ResultRecord]:
     )
     done: dict[tuple[int, int], ResultRecord] = {}
     with progress(spec.quiet) as bar:
-        for precision, indices in precision_groups(spec).items():
-            names = [spec.detectors[i] for i in indices]
+        for precision, by_precision in precision_groups(spec).items():
+            names = [spec.detectors[i] for i in by_precision]
             if precision != spec.precision:
                 say(f"  {', '.join(names)} at {precision} (declared; {spec.precision} requested)",
                     spec.quiet)
-            backbone = load_backbone(
+            model = load_backbone(
                 spec.backbone,
                 device=str(device),
                 precision=precision,
                 preprocess=spec.preprocess or None,
             )
-            feats = Features(backbone, protocol, cache, spec, bar, checked, skipped)
-            # every kind any detector of the group needs, in one pass over each set
-            kinds = feature_kinds(frozenset().union(*(DETECTORS.get(n).needs for n in names)))
-            feats.prefetch(protocol.sets(), kinds)
-            for i, name in zip(indices, names, strict=True):
-                for j, seed in enumerate(spec.seeds):
-                    det = make_detector(name, spec.params.get(name))
-                    rec = run_one(det, seed, protocol, backbone, feats, cache, spec, env)
-                    done[i, j] = rec
-                    g = rec.groups.get("average", {})
-                    say(
-                        f"  {det.name} seed {seed}: "
-                        f"AUROC {100 * g.get('auroc', float('nan')):.2f} "
-                        f"FPR95 {100 * g.get('fpr95', float('nan')):.2f} "
-                        f"ID acc {100 * (rec.id_accuracy or 0):.2f} "
-                        f"({rec.timings['total']:.1f}s)",
-                        spec.quiet,
-                    )
-            del feats, backbone  # the next precision group loads its own
+            subgroups = recipe_groups(model, spec, by_precision)
+            for backbone, indices in subgroups:
+                names = [spec.detectors[i] for i in indices]
+                if len(subgroups) > 1:
+                    pp = backbone.preprocess
+                    say(f"  {', '.join(names)}: {pp.interpolation} resize {pp.resize} crop "
+                        f"{pp.crop} (official recipe)", spec.quiet)
+                _run_group(spec, protocol, backbone, cache, bar, checked, skipped, env,
+                           indices, done)
+            del model  # the next precision group loads its own
     say(
         f"done in {time.perf_counter() - t_run:.1f}s; records under "
         f"{Path(spec.results_dir) / 'runs' / protocol.name}",
         spec.quiet,
     )
     return [done[key] for key in sorted(done)]
+
+
+def _run_group(spec: RunSpec, protocol: Protocol, backbone, cache: Cache, bar, checked: dict,
+               skipped: dict, env: dict, indices: list[int],
+               done: dict[tuple[int, int], ResultRecord]) -> None:
+    """Detectors sharing one backbone and preprocessing: their features in one pass, then each
+    detector and seed (records into ``done``)."""
+    names = [spec.detectors[i] for i in indices]
+    feats = Features(backbone, protocol, cache, spec, bar, checked, skipped)
+    # every kind any detector of the group needs, in one pass over each set
+    kinds = feature_kinds(frozenset().union(*(DETECTORS.get(n).needs for n in names)))
+    feats.prefetch(protocol.sets(), kinds)
+    for i, name in zip(indices, names, strict=True):
+        for j, seed in enumerate(spec.seeds):
+            det = make_detector(name, spec.params.get(name))
+            rec = run_one(det, seed, protocol, backbone, feats, cache, spec, env)
+            done[i, j] = rec
+            g = rec.groups.get("average", {})
+            say(
+                f"  {det.name} seed {seed}: "
+                f"AUROC {100 * g.get('auroc', float('nan')):.2f} "
+                f"FPR95 {100 * g.get('fpr95', float('nan')):.2f} "
+                f"ID acc {100 * (rec.id_accuracy or 0):.2f} "
+                f"({rec.timings['total']:.1f}s)",
+                spec.quiet,
+            )
 
 
 def run_one(
@@ -486,74 +416,30 @@ def run_one(
     sets = protocol.sets()
     image_log: dict = {}
     arrays = {s.name: feats.get(s, kinds, image_log) for s in sets}
-    score_specs = {
-        s.name: score_spec(det, seed, protocol, backbone, feats.manifest(s), kinds, spec.decode)
-        for s in sets
-    }
-    cached = {n: cache.load("scores", sp, mmap=False) for n, sp in score_specs.items()}
-    info: dict = {}
+    stored = scoring.StoredScores(cache, det, seed, protocol, backbone,
+                                  {s.name: feats.manifest(s) for s in sets}, kinds, spec.decode)
     t_setup = time.perf_counter()
     text_stats: dict = {"text_hits": 0, "text_misses": 0}
-    scores_hit = all(v is not None for v in cached.values())
-    if scores_hit:  # what setup reported (training split, checkpoint) when the scores were made
-        info = dict(cache.meta("scores", score_specs[protocol.id_test.name]).get("setup_info", {}))
+    if stored.hit:  # what setup reported (training split, checkpoint) when the scores were made
+        info = stored.setup_info()
     else:
+        info = {}
         seed_everything(seed)
-        ctx = Context(
-            backbone=backbone,
-            protocol=protocol,
-            seed=seed,
-            device=backbone.device,
-            encode_text=lambda prompts: encode_text_cached(backbone, prompts, cache, text_stats),
-            split_features=lambda split, ks: _split_features(feats, protocol, split, ks),
-            artifact_dir=cache.root / "artifacts",
-            quiet=spec.quiet,
-            info=info,
-            manifest_features=lambda m, ks: locked_extract(backbone, m, ks, cache, spec,
-                                                           feats.bar),
-            cache=cache,
-        )
-        det.setup(ctx)
+        det.setup(feats.context(seed, info, text_stats))
         if det.feature_backbone is not None:
-            arrays = {
-                s.name: locked_extract(det.feature_backbone, feats.manifest(s), kinds, cache,
-                                       spec, feats.bar)
-                for s in sets
-            }
+            arrays = {s.name: feats.extract_with(det.feature_backbone, s, kinds) for s in sets}
             info["feature_backbone"] = det.feature_backbone.key()
     t_score = time.perf_counter()
-    scores, preds = {}, {}
-    for s in sets:
-        if scores_hit:
-            both = cached[s.name]
-        else:
-            sc, pr = score_arrays(det, arrays[s.name], backbone.device)
-            check_scores(det.name, s.name, sc, feats.manifest(s))
-            both = np.stack([sc, pr.astype(np.float64)])
-            cache.save("scores", score_specs[s.name], both, detector=det.name, set=s.name,
-                       setup_info=info)
-        scores[s.name], preds[s.name] = both[0], both[1].astype(np.int64)
+    scores, preds = stored.get_or_score(det, arrays, backbone.device, info)
     t_metrics = time.perf_counter()
     labels = {s.name: np.asarray(feats.manifest(s).labels) for s in sets}
-    per_set = {
-        o.name: M.ood_metrics(scores[protocol.id_test.name], scores[o.name]) for o in protocol.ood
-    }
-    groups = M.summarize(per_set, protocol.groups())
-    acc = M.id_accuracy(preds[protocol.id_test.name], labels[protocol.id_test.name])
-    shifted = {}
-    for x in protocol.extra_id:
-        sm = {o.name: M.ood_metrics(scores[x.name], scores[o.name]) for o in protocol.ood}
-        shifted[x.name] = {
-            "id_accuracy": M.id_accuracy(preds[x.name], labels[x.name]),
-            "metrics": sm,
-            "groups": M.summarize(sm, protocol.groups()),
-        }
+    per_set, groups, acc, shifted = evaluate(protocol, scores, preds, labels)
     t_end = time.perf_counter()
     extract_s = feats.take_seconds()
     _, precision_why = resolve_precision(spec.precision, det)
     stem = record_stem(
         Path(spec.results_dir) / "runs" / protocol.name
-        / backbone_dir(spec.backbone, backbone.precision), det, seed
+        / backbone_dir(spec.backbone, backbone.precision, spec.preprocess), det, seed
     )
     suffix = measurement_suffix(spec.limit, feats.skipped,
                                 {s.name: feats.manifest(s).digest() for s in sets})
@@ -575,6 +461,7 @@ def run_one(
             "precision_requested": spec.precision,
             "precision_reason": precision_why,
             "preprocess": backbone.preprocess.to_dict(),
+            "recipe": recipe_record(det, spec),
         },
         seed=seed,
         metrics=per_set,
@@ -588,7 +475,7 @@ def run_one(
             "metrics": t_end - t_metrics,
             "total": extract_s + (t_end - t_setup),
         },
-        cache={"images": image_log, "scores_hit": scores_hit, **text_stats},
+        cache={"images": image_log, "scores_hit": stored.hit, **text_stats},
         environment=env,
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         scores_file=stem.with_suffix(".npz").name,
@@ -603,65 +490,23 @@ def run_one(
     return rec
 
 
-def score_arrays(
-    det: Detector, arrays: dict[str, np.ndarray], device: torch.device, batch: int = SCORE_BATCH
-) -> tuple[np.ndarray, np.ndarray]:
-    """Score a whole set in batches: float64 scores and int64 predictions."""
-    n = len(next(iter(arrays.values())))
-    scores, preds = [], []
-    with torch.inference_mode():
-        for i in range(0, n, batch):
-            fb = {
-                k: torch.from_numpy(np.array(v[i : i + batch])).to(device, torch.float32)
-                for k, v in arrays.items()
-            }
-            s, p = det.score_and_predict(fb)
-            scores.append(s.double().cpu().numpy())
-            preds.append(p.cpu().numpy().astype(np.int64))
-    if not scores:
-        return np.zeros(0), np.zeros(0, np.int64)
-    return np.concatenate(scores), np.concatenate(preds)
-
-
-def check_scores(detector: str, set_name: str, scores: np.ndarray, manifest) -> None:
-    """Refuse NaN or inf scores before they are cached or ranked, naming the images."""
-    bad = np.flatnonzero(~np.isfinite(scores))
-    if bad.size:
-        shown = ", ".join(str(manifest.absolute(int(i))) for i in bad[:3])
-        raise ConfigError(
-            f"{detector} gave {bad.size} non-finite (NaN or inf) score(s) on set {set_name!r}, "
-            f"e.g. {shown}; nothing was cached or recorded. Check its hyperparameters (a "
-            "temperature of 0 or inf, a zero weight) and the features of these images")
-
-
-@functools.cache
-def detector_code_digest(cls: type) -> str:
-    """sha256 of the source file defining a detector, so that cached scores do not outlive an edit
-    of its code or of its toy preset (which a user's params alone would not reveal)."""
-    path = inspect.getsourcefile(cls)
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16] if path else "unknown"
-
-
-def score_spec(
-    det: Detector, seed: int, protocol: Protocol, backbone, manifest, kinds, decode: str = "cpu"
-) -> dict:
-    """Cache key of one detector's scores on one set (entries of layout 2 carry setup's info)."""
-    train = protocol.train.manifest.digest() if protocol.train is not None else None
-    return {
-        "layout": 2,
-        "features": {k: spec_key(feature_spec(backbone, manifest, k, decode)) for k in kinds},
-        "detector": det.describe(),
-        "code": detector_code_digest(type(det)),
-        "seed": seed,
-        "protocol": {
-            "name": protocol.name,
-            "version": protocol.version,
-            "classes": _sha(protocol.classnames),
-            "train": train,
-            "train_classes": _sha(protocol.training_classnames()),
-        },
-        "backbone": backbone.key(),
+def evaluate(protocol: Protocol, scores: dict[str, np.ndarray], preds: dict[str, np.ndarray],
+             labels: dict[str, np.ndarray]) -> tuple[dict, dict, float | None, dict]:
+    """(metrics per OOD set, their group means, ID accuracy, shifted-ID results) of one run."""
+    per_set = {
+        o.name: M.ood_metrics(scores[protocol.id_test.name], scores[o.name]) for o in protocol.ood
     }
+    groups = M.summarize(per_set, protocol.groups())
+    acc = M.id_accuracy(preds[protocol.id_test.name], labels[protocol.id_test.name])
+    shifted = {}
+    for x in protocol.extra_id:
+        sm = {o.name: M.ood_metrics(scores[x.name], scores[o.name]) for o in protocol.ood}
+        shifted[x.name] = {
+            "id_accuracy": M.id_accuracy(preds[x.name], labels[x.name]),
+            "metrics": sm,
+            "groups": M.summarize(sm, protocol.groups()),
+        }
+    return per_set, groups, acc, shifted
 
 
 def protocol_info(protocol: Protocol, feats: Features) -> dict:
@@ -687,19 +532,6 @@ def protocol_info(protocol: Protocol, feats: Features) -> dict:
         "classnames_sha256": _sha(protocol.classnames),
         "sets": sets,
     }
-
-
-def _split_features(
-    feats: Features, protocol: Protocol, split: str, kinds
-) -> dict[str, np.ndarray]:
-    """Features of the protocol's ``train`` or ``val`` split (never a test set)."""
-    s = {"train": protocol.train, "val": protocol.val}.get(split)
-    if s is None:
-        raise ConfigError(
-            f"protocol {protocol.name} has no {split!r} split, which this detector needs"
-        )
-    arrays = feats.get(s, list(kinds))
-    return {**arrays, "labels": np.asarray(s.manifest.limit(feats.spec.limit).labels)}
 
 
 def _sha(names: list[str]) -> str:

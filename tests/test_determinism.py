@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import oodbench
-import oodbench.runner as runner
+import oodbench.features.scores as scoring
 from oodbench.runner import RunSpec, run
 
 BATCHES = (1, 7, 64)
@@ -69,13 +69,13 @@ def shared(tmp_path_factory):
 @pytest.mark.parametrize("name", cases())
 def test_scores_do_not_depend_on_the_batch_size(name, standin_root, shared, monkeypatch):
     seen = []
-    real = runner.score_arrays
+    real = scoring.score_arrays
 
-    def spy(det, arrays, device, batch=runner.SCORE_BATCH):
+    def spy(det, arrays, device, batch=scoring.SCORE_BATCH):
         seen.append((det, {k: np.array(v) for k, v in arrays.items()}))
         return real(det, arrays, device, batch)
 
-    monkeypatch.setattr(runner, "score_arrays", spy)
+    monkeypatch.setattr(scoring, "score_arrays", spy)
     run(spec(standin_root, shared, [name]))
     assert seen, "the runner scored nothing"
     det, _ = seen[0]

@@ -54,6 +54,7 @@ def test_locoop_scores_gl_mcm_with_weight_one_over_its_learned_prompts():
     det = LoCoOp({})
     det.effective = det.params  # score "gl", T = 1, local weight 1: LoCoOp's test_ood
     det.text = F.normalize(torch.randn(C, 8, generator=G), dim=-1)
+    det.cos_factor = 1.0  # OpenAI CLIP: logit_scale.exp() = 100, and test_ood divides by 100
     feats = {GLOBAL: F.normalize(torch.randn(N, 8, generator=G), dim=-1),
              LOCAL: F.normalize(torch.randn(N, P, 8, generator=G), dim=-1)}
     g, loc = feats[GLOBAL] @ det.text.T, feats[LOCAL] @ det.text.T

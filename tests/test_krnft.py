@@ -18,6 +18,7 @@ from oodbench.detectors.krnft import (
 from oodbench.detectors.neglabel import group_permutation
 
 D, C, M = 16, 5, 12
+SCALE = 17.5  # a backbone logit scale other than OpenAI CLIP's 100 (the toy CLIP's is ~17)
 
 
 def _random_transform(seed=0):
@@ -41,8 +42,8 @@ def per_image_logits(model, v, t):
         (a_id, b_id), (a_ood, b_ood) = model(x[None])
         tid = F.normalize(a_id * t["id"] + b_id, dim=-1)
         tneg = F.normalize(a_ood * t["neg"] + b_ood, dim=-1)
-        out_id.append(100 * tid @ x)
-        out_neg.append(100 * tneg @ x)
+        out_id.append(SCALE * tid @ x)
+        out_neg.append(SCALE * tneg @ x)
     return torch.stack(out_id), torch.stack(out_neg)
 
 
@@ -52,8 +53,8 @@ def test_batched_closed_form_equals_per_image_definition():
     t = {"id": _unit(C, D, seed=2), "neg": _unit(M, D, seed=3)}
     ref_id, ref_neg = per_image_logits(model, v, t)
     (a_id, b_id), (a_ood, b_ood) = model(v)
-    got_id = transformed_logits(v[:, None], a_id, b_id, t["id"])[:, 0]
-    got_neg = transformed_logits(v[:, None], a_ood, b_ood, t["neg"])[:, 0]
+    got_id = transformed_logits(v[:, None], a_id, b_id, t["id"], SCALE)[:, 0]
+    got_neg = transformed_logits(v[:, None], a_ood, b_ood, t["neg"], SCALE)[:, 0]
     torch.testing.assert_close(got_id, ref_id, atol=1e-5, rtol=0)
     torch.testing.assert_close(got_neg, ref_neg, atol=1e-5, rtol=0)
     ref_score = torch.softmax(torch.cat([ref_id, ref_neg], 1), 1)[:, :C].sum(1).double()
@@ -70,7 +71,7 @@ def test_losses_equal_the_loop_definition():
     y = torch.tensor([0, 3, 4])
     t = {"id": _unit(C, D, seed=2), "neg": _unit(M, D, seed=3)}
     perm = group_permutation(M, G, 0)
-    got = krnft_losses(model, cond, pos, neg, y, t["id"], t["neg"], G, perm)
+    got = krnft_losses(model, cond, pos, neg, y, t["id"], t["neg"], G, perm, SCALE)
     l_in, l_out, cos = [], [], []
     for b in range(B):
         (a_id, b_id), (a_ood, b_ood) = model(cond[b:b + 1])
@@ -80,10 +81,10 @@ def test_losses_equal_the_loop_definition():
         for g in range(G):
             rows = tneg[perm[g * (M // G):(g + 1) * (M // G)]]
             for x in pos[b]:
-                logits = 100 * torch.cat([tid @ x, rows @ x])
+                logits = SCALE * torch.cat([tid @ x, rows @ x])
                 l_in.append(-torch.log_softmax(logits, 0)[y[b]])
             for x in neg[b]:
-                logits = 100 * torch.cat([tid @ x, rows @ x])
+                logits = SCALE * torch.cat([tid @ x, rows @ x])
                 l_out.append(torch.log(torch.softmax(logits, 0)[:C].sum().clamp_min(1e-12)))
     torch.testing.assert_close(got["in"], torch.stack(l_in).mean(), atol=1e-4, rtol=1e-5)
     torch.testing.assert_close(got["out"], torch.stack(l_out).mean(), atol=1e-4, rtol=1e-5)
@@ -94,7 +95,8 @@ def test_zero_init_is_the_identity():
     model = FeatureTransform(D, 8)
     v, t = _unit(4, D, seed=1), _unit(C, D, seed=2)
     (a, b), _ = model(v)
-    torch.testing.assert_close(transformed_logits(v[:, None], a, b, t)[:, 0], 100 * v @ t.T)
+    torch.testing.assert_close(transformed_logits(v[:, None], a, b, t, SCALE)[:, 0],
+                               SCALE * v @ t.T)
 
 
 def test_mining_takes_the_least_similar_in_proportion():

@@ -13,6 +13,8 @@ from oodbench.features.extract import feature_spec
 from oodbench.registry import PROTOCOLS
 from oodbench.runner import RunSpec, run
 
+MCM_CODE = {"interpolation": "bilinear", "resize": 32}  # tiny-random's input is 32 pixels
+
 
 @pytest.fixture(scope="module")
 def mos4_run(standin_root, tmp_path_factory):
@@ -23,9 +25,10 @@ def mos4_run(standin_root, tmp_path_factory):
     return spec, run(spec)
 
 
-def _direct(spec, standin_root):
-    """Cached image features and freshly encoded text features, computed without the detectors."""
-    bb = load_backbone("tiny-random")
+def _direct(spec, standin_root, preprocess=None):
+    """Cached image features and freshly encoded text features, computed without the detectors;
+    ``preprocess`` names the official recipe's preprocessing (MCM's code: bilinear Resize)."""
+    bb = load_backbone("tiny-random", preprocess=preprocess)
     proto = PROTOCOLS.get("imagenet1k-mos4")().build(standin_root, None)
     cache = Cache(spec.cache_dir)
     feats = {s.name: np.asarray(cache.load("images", feature_spec(bb, s.manifest, "global")))
@@ -36,7 +39,7 @@ def _direct(spec, standin_root):
 
 def test_mcm_equals_direct_computation_from_cached_features(mos4_run, standin_root):
     spec, records = mos4_run
-    feats, text = _direct(spec, standin_root)
+    feats, text = _direct(spec, standin_root, MCM_CODE)
     saved = np.load(f"{spec.results_dir}/runs/imagenet1k-mos4/tiny-random/mcm/seed0.npz")
     for name, f in feats.items():
         s = f.astype(np.float64) @ text.T  # raw cosines, T = 1
@@ -49,13 +52,20 @@ def test_mcm_equals_direct_computation_from_cached_features(mos4_run, standin_ro
         assert (picked >= s.max(1) - f.shape[1] * np.finfo(np.float32).eps).all()
 
 
+def _lse(z):
+    return np.log(np.exp(z - z.max(1, keepdims=True)).sum(1)) + z.max(1)
+
+
 def test_logit_baselines_match_their_formulas(mos4_run, standin_root):
+    """MCM's code: energy = logsumexp and max-logit = max of the raw cosines (T = 1), on bilinear
+    Resize(224) images; MSP: softmax of 100 x cosine (CLIPN's zero_shot_infer.py), on the
+    weights' transform."""
     spec, _ = mos4_run
-    feats, text = _direct(spec, standin_root)
-    f = feats["ImageNet-1k"].astype(np.float64)
-    z = 100.0 * f @ text.T
-    lse = np.log(np.exp(z - z.max(1, keepdims=True)).sum(1)) + z.max(1)
-    expected = {"maxlogit": z.max(1), "energy": lse, "msp": np.exp(z.max(1) - lse)}
+    feats, text = _direct(spec, standin_root, MCM_CODE)
+    s = feats["ImageNet-1k"].astype(np.float64) @ text.T
+    feats_own, text_own = _direct(spec, standin_root)
+    z = 100.0 * feats_own["ImageNet-1k"].astype(np.float64) @ text_own.T  # CLIPN's MSP
+    expected = {"maxlogit": s.max(1), "energy": _lse(s), "msp": np.exp(z.max(1) - _lse(z))}
     for det, exp in expected.items():
         got = np.load(f"{spec.results_dir}/runs/imagenet1k-mos4/tiny-random/{det}/seed0.npz")
         np.testing.assert_allclose(got["scores/ImageNet-1k"], exp, rtol=1e-4, atol=1e-6)

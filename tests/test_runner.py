@@ -53,7 +53,9 @@ def test_cached_scores_do_not_outlive_an_edit_of_the_detector_code(standin_root,
     run(_spec(standin_root, tmp_path, ["mcm"]))
     (hit,) = run(_spec(standin_root, tmp_path, ["mcm"]))
     assert hit.cache["scores_hit"]
-    monkeypatch.setattr(runner, "detector_code_digest", lambda cls: "edited")
+    from oodbench.features import scores
+
+    monkeypatch.setattr(scores, "detector_code_digest", lambda cls: "edited")
     (fresh,) = run(_spec(standin_root, tmp_path, ["mcm"]))
     assert not fresh.cache["scores_hit"]
 
@@ -122,7 +124,9 @@ def test_unknown_precision_is_a_config_error(standin_root, tmp_path):
 def test_all_detectors_kinds_are_extracted_in_one_pass(tmp_path, monkeypatch):
     """mcm (global) then gl-mcm (global + local): each image is decoded and encoded once."""
     calls: list[tuple[str, tuple[str, ...], int]] = []
-    real_extract = runner.extract
+    from oodbench.features import provider
+
+    real_extract = provider.extract
 
     def counting_extract(backbone, manifest, kinds, cache, **kw):
         out = real_extract(backbone, manifest, kinds, cache, **kw)
@@ -136,7 +140,7 @@ def test_all_detectors_kinds_are_extracted_in_one_pass(tmp_path, monkeypatch):
         encoded.append(len(images))
         return real_prepare(self, images)
 
-    monkeypatch.setattr(runner, "extract", counting_extract)
+    monkeypatch.setattr(provider, "extract", counting_extract)
     monkeypatch.setattr(Backbone, "prepare_images", counting_prepare)
     batch = 8
     spec = RunSpec(detectors=["mcm", "gl-mcm"], protocol="toy", backbone="toy", limit=40,
@@ -213,8 +217,10 @@ def test_detectors_own_feature_requests_use_the_runs_decode_path(monkeypatch):
     import contextlib
 
     seen: dict = {}
-    monkeypatch.setattr(runner, "extract_lock", lambda *a: contextlib.nullcontext())
-    monkeypatch.setattr(runner, "extract", lambda *a, **kw: seen.update(kw) or {})
+    from oodbench.features import provider
+
+    monkeypatch.setattr(provider, "extract_lock", lambda *a: contextlib.nullcontext())
+    monkeypatch.setattr(provider, "extract", lambda *a, **kw: seen.update(kw) or {})
     spec = RunSpec(detectors=["cma"], protocol="toy", backbone="toy", decode="device")
-    runner.locked_extract(None, None, ["global"], None, spec, None)
+    provider.locked_extract(None, None, ["global"], None, spec, None)
     assert seen["decode"] == "device"

@@ -43,12 +43,13 @@ from oodbench.data.images import INTERPOLATIONS, load_rgb
 from oodbench.detectors.base import GLOBAL, LOCAL, Context, ZeroShotDetector
 from oodbench.features.extract import default_workers
 from oodbench.features.local import global_and_local
+from oodbench.features.provider import feature_kinds
 from oodbench.registry import DETECTORS, PROTOCOLS
 from oodbench.runner import (
     RunSpec,
     backbone_dir,
-    feature_kinds,
     make_detector,
+    recipe_backbone,
     record_stem,
     resolve_device,
     run,
@@ -116,10 +117,11 @@ def official_loop(spec: RunSpec, protocol, device, precision: str = "fp32"
     bb = load_backbone(spec.backbone, device=str(device), precision=precision)
     autocast = device.type == "cuda" and bb.dtype != torch.float32  # CPU: weights cast instead
     in_dtype = bb.dtype if device.type != "cuda" else torch.float32
-    transform = official_transform(bb.preprocess)
     scores: dict[str, dict[str, np.ndarray]] = {}
     for name in spec.detectors:
         det = make_detector(name, spec.params.get(name))
+        # each official script's own transform (MCM's bilinear Resize(224), ...), as oodbench's
+        transform = official_transform(recipe_backbone(bb, det.recipe, False).preprocess)
         if not det.needs <= {GLOBAL, LOCAL}:
             raise SystemExit(f"{name} needs {sorted(det.needs)}; the official-style loop has "
                              "zero-shot detectors only (global and local features)")
@@ -180,7 +182,8 @@ def record_scores(spec: RunSpec, rec) -> dict[str, np.ndarray]:
     """Per-set scores saved next to a record."""
     det = make_detector(rec.detector["name"], rec.detector["params"])  # "@hash" when not default
     stem = record_stem(Path(spec.results_dir) / "runs" / rec.protocol["name"] /
-                       backbone_dir(spec.backbone, rec.backbone["precision"]), det, rec.seed)
+                       backbone_dir(spec.backbone, rec.backbone["precision"], spec.preprocess),
+                       det, rec.seed)
     z = np.load(stem.parent / rec.scores_file)  # a --limit run's stem has a suffix
     return {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("scores/")}
 

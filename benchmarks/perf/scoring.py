@@ -1,8 +1,8 @@
 """Scoring cost of each zero-shot detector on cached features vs one matmul of the same shape.
 
 85,640 features of dimension 512 (the size of ImageNet-1k + the MOS four with ViT-B/16) are scored
-by each detector through the runner's own path (``runner.score_arrays``: 4,096-row chunks, so
-memory stays bounded whatever the number of text embeddings), and compared with a single matrix
+by each detector through the runner's own path (``features.scores.score_arrays``: 4,096-row chunks,
+so memory stays bounded whatever the number of text embeddings), and compared with a single matrix
 product features @ text.T of the same shape (K = the detector's text embeddings: 1,000 ID prompts,
 plus 10,000 negative labels for NegLabel). The ratio detector / matmul is the price of everything
 but the product. Embeddings are random unit vectors (the cost does not depend on their values);
@@ -26,7 +26,8 @@ import torch
 
 from oodbench.data.classnames import imagenet1k_classnames
 from oodbench.detectors.base import Context
-from oodbench.runner import SCORE_BATCH, make_detector, resolve_device, score_arrays
+from oodbench.features.scores import SCORE_BATCH, score_arrays
+from oodbench.runner import make_detector, resolve_device
 
 DEFAULT_DETECTORS = "mcm,msp,maxlogit,energy,neglabel"
 
@@ -92,7 +93,8 @@ def main() -> None:
     env = common.machine()
     rows = []
     for name in args.detectors.split(","):
-        params = {"negatives_file": str(negatives_file)} if name == "neglabel" else None
+        params = ({"negatives_file": str(negatives_file)} if name == "neglabel" else
+                  {"logit_scale": 100.0} if name == "msp" else None)  # no backbone here
         det = make_detector(name, params)
         det.setup(stand_in_context(args.dim, device, tmp))
         k = text_rows(det)

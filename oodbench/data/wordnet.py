@@ -1,4 +1,9 @@
-"""The WordNet word corpus that NegLabel mines negative labels from, built from WordNet 3.0.
+"""Word corpora for negative-label mining: the authors' files (default) and a WordNet 3.0 rebuild.
+
+``load_neglabel_corpus`` reads NegLabel's own word files (shipped unchanged in
+``files/neglabel_txtfiles``, Apache-2.0), the corpus every official negative-label method mines
+from. The rest of this module is the older rebuild of those files from WordNet 3.0 (``corpus=
+wordnet30``), kept for comparison: it differs from the authors' files by about 1,000 words.
 
 NegLabel (Jiang et al., ICLR 2024) ships 27 word lists named after WordNet lexicographer files:
 the 26 noun files minus ``noun.animal`` and ``noun.food``, plus ``adj.all``, ``adj.pert`` and
@@ -24,6 +29,7 @@ from pathlib import Path
 from oodbench.errors import DataError
 
 FILES_DIR = Path(__file__).resolve().parent / "files"
+NEGLABEL_DIR = FILES_DIR / "neglabel_txtfiles"  # the authors' 27 word files (Apache-2.0)
 NOUNS_FILE = FILES_DIR / "wordnet_nouns.txt"
 ADJECTIVES_FILE = FILES_DIR / "wordnet_adjectives.txt"
 
@@ -94,6 +100,47 @@ def read_word_list(path: Path | str) -> list[str]:
     if not path.is_file():
         raise DataError(f"word list {path} does not exist; give a file with one entry per line")
     return [s for s in (ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()) if s]
+
+
+def neglabel_word_files(folder: Path = NEGLABEL_DIR) -> dict[str, list[str]]:
+    """The authors' word files as {file stem: stripped lines in order} (sorted by file name)."""
+    files = sorted(folder.glob("*.txt"))
+    if not files:
+        raise DataError(f"NegLabel's word files are missing from {folder}; reinstall oodbench "
+                        "(they ship in oodbench/data/files/neglabel_txtfiles)")
+    return {p.stem: [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines()]
+            for p in files}
+
+
+def neglabel_split(per_file: dict[str, list[str]], rule: str = "neglabel",
+                   exclude: Iterable[str] = ()) -> tuple[list[str], list[str]]:
+    """(nouns, adjectives) of word files under one of the two official reading rules.
+
+    ``neglabel`` (NegLabel's ``multi_modal.py``): files in sorted order, a string kept where it is
+    first seen, so a word in an ``adj.*`` and a ``noun.*`` file is an adjective. ``noun-first``
+    (OpenOOD-VLM's ``clip_for_wordnet_prepare.py``, LAPT and KR-NFT): such a word stays a noun, and
+    words equal to an ID class name (``exclude``) are dropped. Empty lines are skipped.
+    """
+    if rule == "neglabel":
+        return split_corpus({k: [w for w in v if w] for k, v in per_file.items()},
+                            files=per_file)
+    if rule != "noun-first":
+        raise DataError(f"corpus rule {rule!r} unknown; use 'neglabel' or 'noun-first'")
+    drop = set(exclude)
+    nouns: dict[str, None] = {}
+    adjectives: dict[str, None] = {}
+    for name in sorted(per_file):
+        target = nouns if name.startswith("noun.") else adjectives if name.startswith(
+            "adj.") else None
+        if target is not None:
+            target.update((w, None) for w in per_file[name] if w and w not in drop)
+    return list(nouns), [w for w in adjectives if w not in nouns]
+
+
+def load_neglabel_corpus(rule: str = "neglabel",
+                         exclude: Iterable[str] = ()) -> tuple[list[str], list[str]]:
+    """The authors' corpus (NegLabel's ``txtfiles/``) as (nouns, adjectives) under ``rule``."""
+    return neglabel_split(neglabel_word_files(), rule, exclude)
 
 
 @lru_cache(maxsize=1)

@@ -14,6 +14,10 @@ A detector is one class, registered by name::
         def score(self, feats): ...        # (N,) higher = more in-distribution
         def predict(self, feats): ...      # (N,) ID class index
 
+``recipe`` is the official test-time recipe (:class:`Recipe`): the runner preprocesses the
+detector's images as the authors' code does (e.g. MCM's bilinear ``Resize(224)``), unless the user
+overrides preprocessing for the whole run, which the record then says.
+
 ``precision`` is the most reduced precision of the backbone's towers under which the detector still
 computes what its reference computes: ``"fp32"`` (full precision only, the default), ``"fp16"``, or
 ``"bf16"`` (either half format; bf16 keeps 8 significand bits against fp16's 11). The runner gives a
@@ -49,6 +53,41 @@ IMAGES = "images"  # raw training images (for detectors that augment)
 
 # backbone precisions, most reduced first (8, 11 and 24 significand bits)
 PRECISIONS = ("bf16", "fp16", "fp32")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A detector's official test-time recipe, each choice traced to the authors' code.
+
+    Only ``interpolation`` and ``resize_ratio`` act: the runner preprocesses a detector's images
+    with them (resize the shorter side to round(crop * ratio), then centre-crop the weights' input
+    size), grouping detectors whose recipes give the same preprocessing; ``None`` keeps the
+    weights' own. The other
+    fields say what the official code does (prompts, forward precision, negatives, groups, seeds)
+    for the record and ``docs/faithfulness.md``; the detector's defaults implement them.
+    """
+
+    source: str = ""  # official repository and file(s)
+    interpolation: str | None = None  # "bilinear" / "bicubic"; None: the weights' own
+    resize_ratio: float | None = None  # resize / crop (1.0: Resize(224); 256/224: OpenOOD)
+    prompts: str = ""
+    precision: str = ""  # the forward precision of the official code
+    negatives: str = ""
+    groups: str = ""
+    seeds: str = ""
+
+    def preprocess_overrides(self, crop: int) -> dict:
+        """The preprocessing fields this recipe sets for a model whose input is ``crop`` pixels."""
+        out: dict = {}
+        if self.interpolation is not None:
+            out["interpolation"] = self.interpolation
+        if self.resize_ratio is not None:
+            out["resize"] = int(round(crop * self.resize_ratio))
+        return out
+
+    def to_dict(self) -> dict:
+        """Plain dict for records."""
+        return dataclasses.asdict(self)
 
 
 @dataclass
@@ -213,6 +252,26 @@ class Context:
         """The ID label set the detector is tested with."""
         return list(self.protocol.classnames)
 
+    def text_encoder(self, backbone: Any) -> Callable[[list[str]], torch.Tensor]:
+        """Cached text encoding through another backbone (e.g. one the detector fine-tuned)."""
+        from oodbench.features.text import encode_text_cached
+
+        return lambda prompts: encode_text_cached(backbone, prompts, self.cache)
+
+    def artifact_path(self, name: str, spec: dict, suffix: str = ".npz") -> Path:
+        """Where a detector keeps a derived artifact (crop features, views) keyed by ``spec``:
+        ``<artifact_dir>/<name>/<sha256 of spec><suffix>``."""
+        from oodbench.features.cache import spec_key
+
+        return Path(self.artifact_dir) / name / f"{spec_key(spec)}{suffix}"
+
+    def encode_global_local(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Global (N, D) and local (N, P, D) features of uint8 images (N, 3, H, W) in one forward
+        of the backbone (for views the detector draws itself)."""
+        from oodbench.features.local import encode_global_local
+
+        return encode_global_local(self.backbone, images)
+
 
 class Detector:
     """Base class of every detector (see the module docstring for the contract)."""
@@ -223,6 +282,8 @@ class Detector:
     needs: ClassVar[frozenset[str]] = frozenset({GLOBAL})
     order_dependent: ClassVar[bool] = False
     score_dtype: ClassVar[torch.dtype] = torch.float32
+    # the authors' test-time choices (preprocessing acts; see Recipe)
+    recipe: ClassVar[Recipe] = Recipe()
     # the most reduced backbone precision the detector tolerates (see the module docstring)
     precision: ClassVar[str] = "fp32"
     precision_reason: ClassVar[str] = (

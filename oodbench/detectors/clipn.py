@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from oodbench.data.images import normalize
-from oodbench.detectors.base import GLOBAL, Context, Detector, DetectorParams, require
+from oodbench.detectors.base import GLOBAL, Context, Detector, DetectorParams, Recipe, require
 from oodbench.errors import BackboneError, ConfigError, DataError
 from oodbench.registry import DETECTORS
 from oodbench.training.contrastive import ContrastiveConfig, clipn_loss, train_contrastive
@@ -205,6 +205,13 @@ class CLIPN(Detector):
     version = "1"
     Params = CLIPNParams
     needs = frozenset({GLOBAL})
+    recipe = Recipe(
+        source="xmed-lab/CLIPN: src/open_clip/transform.py, src/zero_shot_infer.py, "
+               "src/classification.py",
+        interpolation="bicubic", resize_ratio=1.0,
+        prompts="the 128 templates of src/prompt/prompt.txt through both towers; 16 learned "
+                "'no' prompt embeddings (mean at test)",
+        precision="fp32 (open_clip fork)", seeds="none at test")
     precision = "fp32"
     precision_reason = ("trains a 'no' text tower copied from the backbone's: it starts from "
                         "full-precision weights")

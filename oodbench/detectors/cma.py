@@ -32,9 +32,17 @@ import torch
 import torch.nn.functional as F
 
 from oodbench.data.images import load_rgb, normalize
-from oodbench.detectors.base import GLOBAL, TRAIN, Context, Detector, DetectorParams, require
+from oodbench.detectors.base import (
+    GLOBAL,
+    TRAIN,
+    Context,
+    Detector,
+    DetectorParams,
+    Recipe,
+    require,
+)
 from oodbench.detectors.negatives import ADJECTIVE_TEMPLATE, FRACTION, PERCENTILE, NegativeLabels
-from oodbench.detectors.neglabel import load_corpus, negative_label_score
+from oodbench.detectors.neglabel import corpus_sha256, load_corpus, negative_label_score
 from oodbench.errors import ConfigError
 from oodbench.registry import DETECTORS
 from oodbench.training.augment import crop_box
@@ -105,6 +113,12 @@ class CMA(Detector):
     version = "1"
     Params = CMAParams
     needs = frozenset({GLOBAL, TRAIN})
+    recipe = Recipe(
+        source="ma-kjh/CMA-OoDD: utils/load_model.py, utils/loader.py, inference.py",
+        interpolation="bicubic", resize_ratio=1.0,
+        prompts="'The nice {c}'", precision="fp32 (clip.load on CPU, cast to float)",
+        negatives="the authors' neg_label_10000.npy (negatives_file), else NegLabel's mining",
+        groups="NegLabel's score, ungrouped")
     precision = "fp32"
     precision_reason = ("fine-tunes both towers from the backbone's weights and encodes the test "
                         "sets with them: full precision for training")
@@ -136,6 +150,7 @@ class CMA(Detector):
                              percentile=p.percentile, fraction=p.fraction,
                              id_features=self.id_text)
         neg.info["corpus"] = corpus
+        neg.info["corpus_sha256"] = corpus_sha256(nouns, adjectives)
         return neg
 
     def finetune(self, ctx: Context):
@@ -186,17 +201,8 @@ class CMA(Detector):
             "artifact_key": info["key"]})
         return tuned, info
 
-    @staticmethod
-    def _cache(ctx: Context):
-        from oodbench.features.cache import Cache
-
-        return getattr(ctx, "cache", None) or Cache(ctx.artifact_dir.parent)
-
     def _encoder(self, ctx: Context, backbone):
-        from oodbench.features.text import encode_text_cached
-
-        cache = self._cache(ctx)
-        return lambda prompts: encode_text_cached(backbone, prompts, cache)
+        return ctx.text_encoder(backbone)
 
     def score_and_predict(self, feats):
         v = feats[GLOBAL].float()

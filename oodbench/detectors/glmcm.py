@@ -2,8 +2,10 @@
 
 S(x) = max_c softmax(g / T)_c + lambda_local * max_{r, c} softmax(l_r / T)_c, with g the raw cosines
 of the global image feature and l_r those of patch r's v-path feature (``local`` kind) to
-"a photo of a {c}.", T = 1. lambda_local = 0.5 as in the official ImageNet script (its argparse
-default, and LoCoOp's GL score, use 1.0). Prediction: argmax of the global cosines.
+"a photo of a {c}" (no period, ``utils/detection_util.py``), T = 1. lambda_local = 0.5 as in the
+official ImageNet script (its argparse default, and LoCoOp's GL score, use 1.0). Prediction: argmax
+of the global cosines. Images: torchvision ``Resize(224)`` (bilinear) then ``CenterCrop(224)``
+(``utils/train_eval_util.py``), not clip.load's bicubic transform.
 """
 
 from __future__ import annotations
@@ -12,8 +14,14 @@ from dataclasses import dataclass
 
 import torch
 
-import oodbench.features.local  # noqa: F401  (registers the "local" feature kind)
-from oodbench.detectors.base import GLOBAL, LOCAL, ZeroShotDetector, ZeroShotParams, require
+from oodbench.detectors.base import (
+    GLOBAL,
+    LOCAL,
+    Recipe,
+    ZeroShotDetector,
+    ZeroShotParams,
+    require,
+)
 from oodbench.registry import DETECTORS
 
 
@@ -27,9 +35,9 @@ def gl_mcm_score(global_cos: torch.Tensor, local_cos: torch.Tensor, temperature:
 
 @dataclass
 class GLMCMParams(ZeroShotParams):
-    """Official defaults: template "a photo of a {}.", T = 1, lambda_local = 0.5."""
+    """Official defaults: template "a photo of a {}" (no period), T = 1, lambda_local = 0.5."""
 
-    template: str = "a photo of a {}."
+    template: str = "a photo of a {}"
     temperature: float = 1.0
     lambda_local: float = 0.5
 
@@ -44,9 +52,16 @@ class GLMCM(ZeroShotDetector):
     """GL-MCM: global MCM plus the weighted max local (v-path patch) softmax, zero-shot."""
 
     name = "gl-mcm"
-    version = "1"
+    version = "2"
     Params = GLMCMParams
     needs = frozenset({GLOBAL, LOCAL})
+    recipe = Recipe(
+        source="AtsuMiyai/GL-MCM: utils/detection_util.py (get_ood_scores_clip), "
+               "utils/train_eval_util.py (set_model_clip), scripts/eval_imagenet.sh",
+        interpolation="bilinear", resize_ratio=1.0,
+        prompts="'a photo of a {c}' (no period)",
+        precision="fp16 (OpenAI clip.load on CUDA); scores in fp32",
+        seeds="none (deterministic)")
     precision = "bf16"
     precision_reason = ("zero-shot softmax of fp32 cosines; the official code runs OpenAI CLIP's "
                         "fp16 towers on GPU (and the local kind is stored as float16)")

@@ -5,7 +5,10 @@ All CLIP text features stay frozen: C ID prompts ``"the nice {c}."`` and M mined
 map the normalised image feature v to an element-wise scale and shift, one pair for the ID rows and
 one for the negative rows:
 
-    t'_k(v) = normalize((s + m_s(v)) * t_k + (b + m_b(v))),   logit_k = 100 <x, t'_k(v)>.
+    t'_k(v) = normalize((s + m_s(v)) * t_k + (b + m_b(v))),   logit_k = s_clip <x, t'_k(v)>,
+
+s_clip = the backbone's ``logit_scale.exp()`` (100 for OpenAI CLIP), in training and at test as in
+``openood/networks/clip_krnft.py``.
 
 Training (few-shot, 4 shots): each image gives ``n_crops`` random crops ranked by cosine to
 "a photo of a {label}."; the best crop conditions the meta-nets, the top 32 are positives and the
@@ -40,11 +43,16 @@ from oodbench.detectors.base import (
     Context,
     Detector,
     DetectorParams,
+    Recipe,
     require,
 )
 from oodbench.detectors.negatives import NegativeLabels
-from oodbench.detectors.neglabel import group_permutation, load_corpus, negative_label_score
-from oodbench.features.cache import spec_key
+from oodbench.detectors.neglabel import (
+    corpus_sha256,
+    group_permutation,
+    load_corpus,
+    negative_label_score,
+)
 from oodbench.io import atomic_save_npz
 from oodbench.progress import progress
 from oodbench.registry import DETECTORS
@@ -53,7 +61,6 @@ from oodbench.training.fewshot import fewshot_split
 from oodbench.training.presets import apply_preset, preset_name
 from oodbench.training.trainer import TrainConfig, epoch_batch, steps_for_epochs, train_artifact
 
-LOGIT_SCALE = 100.0
 MINE_ID_TEMPLATE = "The nice {}."
 NOUN_TEMPLATE = "The nice {}."
 ADJECTIVE_TEMPLATE = "This is a {} photo."
@@ -66,10 +73,12 @@ def least_similar_words(encode_text, classnames: list[str], nouns: list[str],
     A candidate's similarity is the value at index int(eta * C) of its ascending cosines to the C
     ID prompts; adjectives and nouns share ``m`` in proportion to their pool sizes; the list is
     adjectives first, then nouns, each least similar first. Words equal to an ID name are dropped.
+    The corpus is read under the ``noun-first`` rule (``load_corpus``), as OpenOOD-VLM's
+    ``clip_for_wordnet_prepare.py`` does.
     """
-    ids = {c.lower() for c in classnames}
-    nouns = [w for w in nouns if w.lower() not in ids]
-    adjectives = [w for w in adjectives if w.lower() not in ids]
+    ids = set(classnames)  # exact matches, as OpenOOD-VLM's Deduplication
+    nouns = [w for w in nouns if w not in ids]
+    adjectives = [w for w in adjectives if w not in ids]
     id_feats = encode_text([MINE_ID_TEMPLATE.format(c) for c in classnames]).float()
     k = min(int(eta * len(classnames)), len(classnames) - 1)
     m = min(m, len(nouns) + len(adjectives))
@@ -125,12 +134,14 @@ class FeatureTransform(nn.Module):
 
 
 def transformed_logits(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, t: torch.Tensor,
-                       t_sq: torch.Tensor | None = None) -> torch.Tensor:
-    """(B, K, R) 100 <x, normalize(a*t_r + b)>: queries x (B, K, D), a, b (B, D), rows t (R, D)."""
+                       scale: float, t_sq: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, K, R) scale <x, normalize(a*t_r + b)>: queries x (B, K, D), a, b (B, D), rows t (R, D);
+    ``scale`` is the backbone's ``logit_scale.exp()``, as ``clip_krnft.py`` uses in training and
+    at test."""
     t_sq = t * t if t_sq is None else t_sq
     num = (x * a[:, None]) @ t.T + (x * b[:, None]).sum(-1, keepdim=True)
     norm2 = (a * a) @ t_sq.T + 2 * (a * b) @ t.T + (b * b).sum(-1, keepdim=True)
-    return LOGIT_SCALE * num / norm2.clamp_min(1e-12).sqrt()[:, None]
+    return scale * num / norm2.clamp_min(1e-12).sqrt()[:, None]
 
 
 def knowledge_cos(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -142,14 +153,14 @@ def knowledge_cos(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Te
 
 def krnft_losses(model: FeatureTransform, cond: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor,
                  y: torch.Tensor, t_id: torch.Tensor, t_neg: torch.Tensor, groups: int,
-                 perm: torch.Tensor) -> dict[str, torch.Tensor]:
+                 perm: torch.Tensor, scale: float) -> dict[str, torch.Tensor]:
     """The three KR-NFT losses of a batch: cond (B, D), pos (B, P, D), neg (B, Q, D), y (B,)."""
     (a_id, b_id), (a_ood, b_ood) = model(cond)
     t_grp = t_neg[perm]
     lse = {}
     for name, x in (("pos", pos), ("neg", neg)):
-        li = transformed_logits(x, a_id, b_id, t_id)
-        ln = transformed_logits(x, a_ood, b_ood, t_grp)
+        li = transformed_logits(x, a_id, b_id, t_id, scale)
+        ln = transformed_logits(x, a_ood, b_ood, t_grp, scale)
         lse_id = torch.logsumexp(li, dim=-1)
         lse_g = torch.logsumexp(ln.reshape(*ln.shape[:2], groups, -1), dim=-1)
         lse[name] = (li, lse_id, torch.logaddexp(lse_id[..., None], lse_g))
@@ -221,14 +232,25 @@ class KRNFT(Detector):
     """KR-NFT: image-conditioned scale/shift of frozen ID and negative-label text features."""
 
     name = "krnft"
-    version = "1"
+    version = "2"
+    recipe = Recipe(
+        source="ZhuWenjie98/KRNFT: openood/networks/clip_krnft.py, openood/preprocessors/"
+               "test_preprocessor.py, configs/datasets/imagenet/imagenet_traditional_four_ood.yml "
+               "(pre_size 256, interpolation bicubic), scripts/ood/krnft/krnft_shot4_test.sh",
+        interpolation="bicubic", resize_ratio=256 / 224,
+        prompts="ID 'the nice {c}.'; negatives 'The nice {w}.' / 'This is a {w} photo.'",
+        precision="fp16 towers (clip.load on CUDA, clip_krnft.py)",
+        negatives="openood/networks/clip_for_wordnet_prepare.py: noun-first corpus rule, "
+                  "10,000 least ID-like",
+        groups="10 groups in training, 1 at test", seeds="0")
     Params = KRNFTParams
     needs = frozenset({GLOBAL, TRAIN, IMAGES})
 
     def setup(self, ctx: Context) -> None:
         p = self.effective = apply_preset(self.params, TOY_PRESET, ctx.protocol.name)
         self.device = ctx.device
-        corpus, nouns, adjectives = load_corpus(p.corpus, ctx.protocol.name)
+        corpus, nouns, adjectives = load_corpus(p.corpus, ctx.protocol.name, rule="noun-first")
+        self.scale = float(ctx.backbone.model.logit_scale.detach().exp())
         train_names = ctx.protocol.training_classnames()
         train_neg = mine_least_similar(ctx.encode_text, train_names, nouns, adjectives, p.n_neg)
         t_id = ctx.encode_text([p.id_template.format(c) for c in train_names]).float().clone()
@@ -247,7 +269,10 @@ class KRNFT(Detector):
                                                              nouns, adjectives, p.n_neg)
         self.t_neg = test_neg.features.to(ctx.device).float()
         self.perm = group_permutation(len(self.t_neg), p.test_groups, p.group_seed)
-        ctx.info["negatives"] = {"corpus": corpus, "train": train_neg.summary(),
+        ctx.info["logit_scale"] = self.scale
+        ctx.info["negatives"] = {"corpus": corpus, "corpus_rule": "noun-first",
+                                 "corpus_sha256": corpus_sha256(nouns, adjectives),
+                                 "train": train_neg.summary(),
                                  "test": test_neg.summary()}
         self.ready = True
 
@@ -265,12 +290,14 @@ class KRNFT(Detector):
         def loss_fn(step, gen):
             idx = epoch_batch(n, p.batch_size, step, ctx.seed).to(ctx.device)
             losses = krnft_losses(self.model, d["cond"][idx], d["pos"][idx], d["neg"][idx],
-                                  d["labels"][idx], t_id, t_neg, p.train_groups, perm)
+                                  d["labels"][idx], t_id, t_neg, p.train_groups, perm,
+                                  self.scale)
             return (p.lambda_in * losses["in"] + p.lambda_out * losses["out"]
                     + p.lambda_kd * losses["kg"])
 
         spec = {"backbone": ctx.backbone.key(), "split": split.describe(),
                 "train_classes": _sha(train_names), "negatives": _sha(train_neg.prompts),
+                "logit_scale": self.scale,
                 "params": {k: v for k, v in p.to_dict().items() if k not in ("test_groups",
                                                                               "preset")},
                 "version": self.version}
@@ -282,8 +309,8 @@ class KRNFT(Detector):
         v = F.normalize(feats[GLOBAL].float(), dim=-1)
         (a_id, b_id), (a_ood, b_ood) = self.model(v)
         x = v[:, None]
-        return (transformed_logits(x, a_id, b_id, self.t_id)[:, 0],
-                transformed_logits(x, a_ood, b_ood, self.t_neg)[:, 0])
+        return (transformed_logits(x, a_id, b_id, self.t_id, self.scale)[:, 0],
+                transformed_logits(x, a_ood, b_ood, self.t_neg, self.scale)[:, 0])
 
     def score_and_predict(self, feats):
         li, ln = self.logits(feats)
@@ -304,12 +331,11 @@ def crop_features(ctx: Context, split, p: KRNFTParams, rank_text: torch.Tensor,
     Crops are encoded once by the frozen image tower and saved (hashed) under the artifact dir.
     """
     bb = ctx.backbone
-    key = spec_key({"backbone": bb.key(), "preprocess": bb.preprocess.to_dict(),
-                    "split": split.manifest.digest(), "root": str(split.manifest.root),
-                    "n_crops": p.n_crops, "pos": p.n_pos_crops, "neg": p.n_neg_crops,
-                    "interp": p.crop_interpolation, "seed": ctx.seed,
-                    "rank": [p.rank_template, _sha(names)]})
-    path = ctx.artifact_dir / "krnft-crops" / f"{key}.npz"
+    path = ctx.artifact_path("krnft-crops", {
+        "backbone": bb.key(), "preprocess": bb.preprocess.to_dict(),
+        "split": split.manifest.digest(), "root": str(split.manifest.root),
+        "n_crops": p.n_crops, "pos": p.n_pos_crops, "neg": p.n_neg_crops,
+        "interp": p.crop_interpolation, "seed": ctx.seed, "rank": [p.rank_template, _sha(names)]})
     if path.is_file():
         with np.load(path) as z:
             return {k: z[k] for k in z.files}

@@ -37,12 +37,23 @@ import torch
 import torch.nn.functional as F
 
 from oodbench.data.manifest import read_manifest
-from oodbench.detectors.base import GLOBAL, TRAIN, Context, Detector, DetectorParams, require
+from oodbench.detectors.base import (
+    GLOBAL,
+    TRAIN,
+    Context,
+    Detector,
+    DetectorParams,
+    Recipe,
+    require,
+)
 from oodbench.detectors.krnft import least_similar_words
-from oodbench.detectors.neglabel import group_permutation, load_corpus, negative_label_score
+from oodbench.detectors.neglabel import (
+    corpus_sha256,
+    group_permutation,
+    load_corpus,
+    negative_label_score,
+)
 from oodbench.errors import ConfigError
-from oodbench.features.cache import Cache
-from oodbench.features.extract import extract
 from oodbench.registry import DETECTORS
 from oodbench.training.fewshot import fewshot_features
 from oodbench.training.presets import apply_preset, preset_name
@@ -79,7 +90,7 @@ class LAPTParams(DetectorParams):
     batch_size: int = 32
     lr: float = 0.01
     weight_decay: float = 1e-5
-    temperature: float = 0.01
+    temperature: float | None = None
     test_groups: int = 100
     group_seed: int = 0
     select: Literal["last", "val_acc"] = "last"
@@ -92,8 +103,9 @@ class LAPTParams(DetectorParams):
         require(self.alpha > 0, "alpha", "must be > 0")
         require(self.epochs > 0 and self.batch_size > 0 and self.lr > 0, "lr",
                 "epochs, batch_size and lr must be positive")
-        require(self.temperature > 0 and self.test_groups >= 1, "temperature",
-                "temperature must be > 0 and test_groups >= 1")
+        require((self.temperature is None or self.temperature > 0) and self.test_groups >= 1,
+                "temperature", "temperature must be > 0 (or null: 1 / the backbone's logit "
+                "scale, as the official code) and test_groups >= 1")
         require(self.data != "real" or self.pool_list is not None, "pool_list",
                 "data='real' needs pool_list: an image list of unlabeled images disjoint from "
                 "the OOD test sets, to retrieve images for the negative labels")
@@ -111,9 +123,18 @@ class LAPT(Detector):
     """LAPT: learned shared ID and negative prompt contexts, grouped NegLabel score."""
 
     name = "lapt"
-    version = "1"
+    version = "2"
     Params = LAPTParams
     needs = frozenset({GLOBAL, TRAIN})
+    recipe = Recipe(
+        source="YBZh/OpenOOD-VLM: openood/networks/clip_coop_negprompt.py, openood/"
+               "preprocessors/test_preprocessor.py, configs/datasets/imagenet/imagenet_traditional"
+               "_four_ood.yml (pre_size 256), scripts/ood/lapt/test.sh (interpolation bilinear)",
+        interpolation="bilinear", resize_ratio=256 / 224,
+        prompts="'[4 ctx] {c}.' ID and '[4 ctx] {w}.' negative, shared contexts",
+        precision="not checked",
+        negatives="OpenOOD-VLM's noun-first corpus rule; 1,000 train / 10,000 test negatives",
+        groups="100 test groups", seeds="0")
     precision = "fp32"
     precision_reason = ("trains prompt contexts through the backbone's text tower on its image "
                         "features: full precision for training")
@@ -122,7 +143,7 @@ class LAPT(Detector):
         p = self.effective = apply_preset(self.params, TOY_PRESET, ctx.protocol.name)
         model, tok = ctx.backbone.model, ctx.backbone.tokenizer
         freeze(model)
-        corpus, nouns, adjectives = load_corpus(p.corpus, ctx.protocol.name)
+        corpus, nouns, adjectives = load_corpus(p.corpus, ctx.protocol.name, rule="noun-first")
         names = ctx.protocol.training_classnames()
         neg_words = [w for w, _ in least_similar_words(ctx.encode_text, names, nouns, adjectives,
                                                        p.n_neg_train)]
@@ -141,7 +162,13 @@ class LAPT(Detector):
             self.t_id = self._prompts(model, tok, list(ctx.classnames), id_pl, ctx.device)
             self.t_neg = self._prompts(model, tok, test_words, ood_pl, ctx.device)
         self.perm = group_permutation(len(self.t_neg), p.test_groups, p.group_seed)
-        ctx.info["negatives"] = {"corpus": corpus, "n_train": len(neg_words),
+        # the official test logits are logit_scale.exp() x cosine (clip_coop_negprompt.py)
+        self.temperature = (p.temperature if p.temperature is not None
+                            else 1.0 / float(model.logit_scale.detach().exp()))
+        ctx.info["temperature"] = self.temperature
+        ctx.info["negatives"] = {"corpus": corpus, "corpus_rule": "noun-first",
+                                 "corpus_sha256": corpus_sha256(nouns, adjectives),
+                                 "n_train": len(neg_words),
                                  "n_test": len(test_words), "first_test": test_words[:3]}
         self.ready = True
 
@@ -193,8 +220,7 @@ class LAPT(Detector):
 
     @staticmethod
     def _encode(ctx, manifest) -> torch.Tensor:
-        cache = Cache(Path(ctx.artifact_dir).parent)
-        arr = extract(ctx.backbone, manifest, [GLOBAL], cache)[GLOBAL]
+        arr = ctx.manifest_features(manifest, [GLOBAL])[GLOBAL]
         return torch.as_tensor(np.asarray(arr)).float().to(ctx.device)
 
     def _train(self, ctx, p, learner, feats, labels, names, neg_words, data_info) -> dict:
@@ -263,7 +289,8 @@ class LAPT(Detector):
         v = feats[GLOBAL].float()
         li, ln = v @ self.t_id.T, v @ self.t_neg.T
         p = self.effective
-        return negative_label_score(li, ln, p.temperature, p.test_groups, self.perm), li.argmax(1)
+        return (negative_label_score(li, ln, self.temperature, p.test_groups, self.perm),
+                li.argmax(1))
 
     def score(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.score_and_predict(feats)[0]

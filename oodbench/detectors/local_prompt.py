@@ -11,8 +11,11 @@ steps (one per positive view) on
 (doc §3.3): L_pos, a regional CE where every class and every negative prompt scores its own top-k
 patches; L_neg, pushing the outlier view's label-like patches to the negative prompts; L_div, the
 mean pairwise cosine of the negative prompts (after the 2025-03-20 fix: on the negative prompts).
-Score: max_c softmax(g)_c (raw cosines, T = 1) + mean of the top-10 local probabilities, each
-patch's softmax running over the C local ID prompts and the negative prompts at CLIP's logit scale.
+Score (``trainers/localprompt.py``, ``test_ood``): CLIP's logits (logit_scale.exp() x cosine)
+divided by 100, i.e. the raw cosines on OpenAI CLIP; then max_c softmax(g / T)_c + the mean of the
+top-k local probabilities, each patch's softmax running over the C local ID prompts and the
+negative prompts at temperature T = 1. The ID prediction (``test``) is the argmax of
+exp(g) x mean over the top-k patches of exp(l / T), on the same divided logits.
 
 Deviations (recorded): the 16 views are drawn once per image and encoded once (the image tower is
 frozen); the learning rate follows the trainer's per-step cosine rather than a per-epoch one. The
@@ -28,7 +31,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-import oodbench.features.local  # noqa: F401  (registers the "local" feature kind)
 from oodbench.detectors.base import (
     GLOBAL,
     IMAGES,
@@ -37,11 +39,10 @@ from oodbench.detectors.base import (
     Context,
     Detector,
     DetectorParams,
+    Recipe,
     require,
 )
 from oodbench.errors import ConfigError
-from oodbench.features.cache import spec_key
-from oodbench.features.local import encode_global_local
 from oodbench.io import atomic_save_npz
 from oodbench.progress import progress
 from oodbench.registry import DETECTORS
@@ -50,6 +51,8 @@ from oodbench.training.fewshot import fewshot_split
 from oodbench.training.presets import apply_preset, preset_name
 from oodbench.training.prompt_learner import PromptLearner, freeze
 from oodbench.training.trainer import TrainConfig, epoch_batch, train_artifact
+
+OFFICIAL_DIVISOR = 100.0  # test_ood / test: `output /= 100.0` on logit_scale.exp() x cosine
 
 
 def positive_region_loss(a: torch.Tensor, a_neg: torch.Tensor, y: torch.Tensor, k: int):
@@ -124,9 +127,18 @@ class LocalPrompt(Detector):
     """Local-Prompt: frozen global prompts + learned class-specific local and negative prompts."""
 
     name = "local-prompt"
-    version = "1"
+    version = "2"
     Params = LocalPromptParams
     needs = frozenset({GLOBAL, LOCAL, TRAIN, IMAGES})
+    recipe = Recipe(
+        source="AuroraZengfh/Local-Prompt: trainers/localprompt.py (test_ood, test, prompt "
+               "learners), clip_w_local/clip.py (_transform), eval_ood_detection.py",
+        interpolation="bicubic", resize_ratio=1.0,
+        prompts="global 'a photo of a {c}.' (frozen); local '[16 ctx] {c}.' per class; 300 "
+                "negative '[16 ctx] .'",
+        precision="fp32 weights under fp16 autocast (train.py: PREC = 'amp')",
+        negatives="300 learned negative prompts",
+        seeds="1, 2, 3 (scripts/train.sh)")
 
     def check_protocol(self, protocol) -> None:
         if list(protocol.classnames) != list(protocol.training_classnames()):
@@ -196,14 +208,18 @@ class LocalPrompt(Detector):
 
     def score_and_predict(self, feats):
         p = self.effective
-        g = feats[GLOBAL].float() @ self.t_glob.T
+        # the official test_ood and test divide CLIP's logits (logit_scale.exp() x cosine) by 100
+        # before every softmax: on OpenAI CLIP (scale 100) that is the raw cosine
+        c = self.scale / OFFICIAL_DIVISOR
+        g = c * feats[GLOBAL].float() @ self.t_glob.T
         loc = feats[LOCAL].float()
-        li = self.scale * loc @ self.t_local.T / p.temperature
-        ln = self.scale * loc @ self.t_neg.T / p.temperature
+        li = c * loc @ self.t_local.T / p.temperature
+        ln = c * loc @ self.t_neg.T / p.temperature
         prob = torch.softmax(torch.cat([li, ln], dim=-1), dim=-1)[..., :li.shape[-1]]
         k = min(p.topk_test, prob[0].numel())
         s_loc = prob.flatten(1).topk(k, dim=1).values.mean(dim=1)
         s_glob = torch.softmax(g / p.temperature, dim=-1).amax(dim=-1)
+        # test(): exp(g) * mean of the top-k exp(l / T) over patches; its argmax, in log space
         kp = min(p.topk_test, li.shape[1])
         fused = g + torch.logsumexp(li.topk(kp, dim=1).values, dim=1)
         return s_glob + s_loc, fused.argmax(dim=1)
@@ -218,10 +234,10 @@ class LocalPrompt(Detector):
 def view_features(ctx: Context, split, p: LocalPromptParams) -> dict[str, np.ndarray]:
     """Global (N, V, D) and local (N, V, P, D) features of ``views`` random crops per image."""
     bb = ctx.backbone
-    key = spec_key({"backbone": bb.key(), "preprocess": bb.preprocess.to_dict(),
-                    "split": split.manifest.digest(), "root": str(split.manifest.root),
-                    "views": p.views, "seed": ctx.seed})
-    path = ctx.artifact_dir / "local-prompt-views" / f"{key}.npz"
+    path = ctx.artifact_path("local-prompt-views", {
+        "backbone": bb.key(), "preprocess": bb.preprocess.to_dict(),
+        "split": split.manifest.digest(), "root": str(split.manifest.root),
+        "views": p.views, "seed": ctx.seed})
     if path.is_file():
         with np.load(path) as z:
             return {k: z[k] for k in z.files}
@@ -231,7 +247,7 @@ def view_features(ctx: Context, split, p: LocalPromptParams) -> dict[str, np.nda
         task = bar.add_task("local-prompt views", total=len(m), extra="")
         for i in range(len(m)):
             crops = image_crops(m, i, p.views, bb.preprocess.crop, ctx.seed, "bicubic")
-            g, loc = encode_global_local(bb, crops)
+            g, loc = ctx.encode_global_local(crops)
             gl.append(g.cpu().numpy())
             lo.append(loc.cpu().numpy().astype(np.float16))
             bar.advance(task)

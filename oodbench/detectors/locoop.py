@@ -4,7 +4,9 @@ A CoOp context (16 shared tokens, class token at the end) is learned on the few-
 L = CE(s * cos(global, T), y) + lambda * L_en, s = CLIP's logit scale (exp(logit_scale)). L_en is
 minus the mean entropy of the class softmax of those patches (v-path ``local`` features) whose
 top-K classes do not include the label: background regions are pushed towards uniform. Scored with
-GL-MCM (``score="gl"``, weight 1, T = 1) or plain MCM (``score="mcm"``) over the learned prompts.
+GL-MCM (``score="gl"``, weight 1, T = 1) or plain MCM (``score="mcm"``) over the learned prompts,
+on CLIP's logits divided by 100 as ``trainers/locoop.py`` ``test_ood`` computes them (the raw
+cosines on OpenAI CLIP, whose logit scale is 100; 0.17 x cosine on the toy CLIP).
 The context is shared, so it is re-used for any ID label set.
 
 Deviation (recorded in the record's ``train``): training reads the cached centre-crop features of
@@ -18,14 +20,24 @@ from typing import Literal
 
 import torch
 
-import oodbench.features.local  # noqa: F401  (registers the "local" feature kind)
-from oodbench.detectors.base import GLOBAL, LOCAL, TRAIN, Context, Detector, DetectorParams, require
+from oodbench.detectors.base import (
+    GLOBAL,
+    LOCAL,
+    TRAIN,
+    Context,
+    Detector,
+    DetectorParams,
+    Recipe,
+    require,
+)
 from oodbench.detectors.glmcm import gl_mcm_score
 from oodbench.registry import DETECTORS
 from oodbench.training.fewshot import fewshot_features
 from oodbench.training.presets import apply_preset, preset_name
 from oodbench.training.prompt_learner import PromptLearner, freeze
 from oodbench.training.trainer import TrainConfig, epoch_batch, steps_for_epochs, train_artifact
+
+OFFICIAL_DIVISOR = 100.0  # test_ood: `output /= 100.0` on logit_scale.exp() x cosine
 
 
 def background_entropy_loss(local_logits: torch.Tensor, y: torch.Tensor,
@@ -85,9 +97,15 @@ class LoCoOp(Detector):
     """LoCoOp: CoOp context + entropy maximisation on background patches; GL-MCM score."""
 
     name = "locoop"
-    version = "1"
+    version = "2"
     Params = LoCoOpParams
     needs = frozenset({GLOBAL, LOCAL, TRAIN})
+    recipe = Recipe(
+        source="AtsuMiyai/LoCoOp: trainers/locoop.py, clip_w_local/clip.py (_transform), "
+               "configs/trainers/LoCoOp/vit_b16_ep50.yaml",
+        interpolation="bicubic", resize_ratio=1.0,
+        prompts="'[16 ctx] {c}.' (CoOp context, shared)",
+        precision="not checked", seeds="1, 2, 3")
 
     def setup(self, ctx: Context) -> None:
         p = self.effective = apply_preset(self.params, TOY_PRESET, ctx.protocol.name)
@@ -131,15 +149,18 @@ class LoCoOp(Detector):
         test.ctx.data.copy_(learner.ctx.data)
         with torch.no_grad():
             self.text = test().float()
+        # test_ood: CLIP's logits (logit_scale.exp() x cosine) divided by 100 before the softmax
+        self.cos_factor = scale / OFFICIAL_DIVISOR
         self.ready = True
 
     def score_and_predict(self, feats):
         p = self.effective
-        g = feats[GLOBAL].float() @ self.text.T
+        g = self.cos_factor * feats[GLOBAL].float() @ self.text.T
         if p.score == "mcm":
             s = torch.softmax(g / p.temperature, dim=-1).amax(dim=-1)
         else:
-            s = gl_mcm_score(g, feats[LOCAL].float() @ self.text.T, p.temperature, p.local_weight)
+            loc = self.cos_factor * feats[LOCAL].float() @ self.text.T
+            s = gl_mcm_score(g, loc, p.temperature, p.local_weight)
         return s, g.argmax(dim=1)
 
     def score(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from oodbench.detectors.base import ZeroShotDetector, ZeroShotParams, require
+from oodbench.detectors.base import Recipe, ZeroShotDetector, ZeroShotParams, require
 from oodbench.registry import DETECTORS
 
 
@@ -32,9 +32,16 @@ class MCM(ZeroShotDetector):
     name = "mcm"
     version = "1"
     Params = MCMParams
+    recipe = Recipe(
+        source="deeplearning-wisc/MCM: utils/train_eval_util.py (set_model_clip), "
+               "utils/detection_util.py (get_ood_scores_clip), eval_ood_detection.py",
+        interpolation="bilinear", resize_ratio=1.0,
+        prompts="'a photo of a {c}' (no period), one per class",
+        precision="fp32 (Hugging Face CLIPModel.from_pretrained)",
+        seeds="none (deterministic)")
     precision = "bf16"
-    precision_reason = ("zero-shot softmax of fp32 cosines; the official code runs OpenAI CLIP's "
-                        "fp16 towers on GPU (clip.load) and scores in fp32")
+    precision_reason = ("zero-shot softmax of fp32 cosines; the official code runs fp32 towers "
+                        "(Hugging Face CLIPModel), reduced precision changes scores by rounding")
 
     def score_from_logits(self, s: torch.Tensor) -> torch.Tensor:
         return torch.softmax(s / self.params.temperature, dim=1).max(dim=1).values

@@ -18,6 +18,7 @@ A negative-label file (the authors' 10,499-line ``selected_neg_labels_in1k_10k.t
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -132,5 +133,7 @@ def load_negatives(encode_text: EncodeText, path: Path | str) -> NegativeLabels:
     """Negative labels from a file, encoded verbatim in file order (no mining, no template)."""
     prompts = read_negative_file(path)
     n_adj = sum(p.startswith("This is a ") for p in prompts)
+    path = Path(path).expanduser()
     return NegativeLabels(prompts, encode_text(prompts).float(), len(prompts) - n_adj, n_adj,
-                          str(Path(path).expanduser()))
+                          str(path), {"sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                                      "duplicates": len(prompts) - len(set(prompts))})

@@ -12,19 +12,24 @@ mined negative labels (``negatives.py``), tau = 0.01:
 Each S_g is computed as sigmoid(logsumexp(z) - logsumexp(z~_g)): cosines and log-sum-exps in
 float32, the sigmoid and the group mean in float64, so scores near 1 keep their order (never
 float16).
-The official permutation is ``torch.randperm`` on CUDA after ``manual_seed(0)``; ours is drawn
-from a CPU generator seeded with ``group_seed`` (default: the run's seed), so group membership
-differs from the authors' run while following the same rule.
+The official permutation is ``torch.randperm`` on CUDA after ``manual_seed(0)``, whatever the run's
+seed: ``group_seed`` defaults to 0 and, on a CUDA device, the same call reproduces the authors'
+groups; on a CPU the draw cannot be theirs, and the record says so (``negatives.permutation``).
+With fewer negatives than groups (a small corpus) the groups are clamped to one negative each,
+and the record says that too.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from oodbench.detectors.base import GLOBAL, Context, Detector, DetectorParams, require
+from oodbench.detectors.base import GLOBAL, Context, Detector, DetectorParams, Recipe, require
 from oodbench.detectors.negatives import (
     ADJECTIVE_TEMPLATE,
     FRACTION,
@@ -38,44 +43,86 @@ from oodbench.detectors.negatives import (
 from oodbench.errors import ConfigError
 from oodbench.registry import DETECTORS
 
-CORPORA = ("auto", "wordnet", "toy")
+CORPORA = ("auto", "neglabel", "wordnet30", "toy")
 
 
-def load_corpus(corpus: str, protocol_name: str) -> tuple[str, list[str], list[str]]:
-    """(resolved name, nouns, adjectives) of a word corpus: wordnet, toy, or a folder.
+def load_corpus(corpus: str, protocol_name: str, rule: str = "neglabel",
+                exclude: Sequence[str] = ()) -> tuple[str, list[str], list[str]]:
+    """(resolved name, nouns, adjectives) of a word corpus: neglabel, wordnet30, toy, or a folder.
 
-    ``auto`` is the toy corpus on the toy protocols (names starting with "toy"), else WordNet. A
-    folder must hold ``nouns.txt`` and ``adjectives.txt`` (one word per line).
+    ``auto`` is the toy corpus on the toy protocols (names starting with "toy"), else ``neglabel``
+    (the authors' word files, ``oodbench/data/files/neglabel_txtfiles``); ``wordnet30`` is the
+    older rebuild from WordNet 3.0. ``rule`` says how a word listed both as noun and adjective is
+    counted: ``neglabel`` (NegLabel's reader: adjective) or ``noun-first`` (OpenOOD-VLM's, used by
+    LAPT and KR-NFT: noun, and words equal to an ID class name in ``exclude`` dropped). A folder
+    must hold ``nouns.txt`` and ``adjectives.txt`` (one word per line).
     """
+    from oodbench.data.wordnet import load_neglabel_corpus, read_word_list
+
     if corpus == "auto":
-        corpus = "toy" if protocol_name.startswith("toy") else "wordnet"
+        corpus = "toy" if protocol_name.startswith("toy") else "neglabel"
     if corpus == "wordnet":
+        raise ConfigError("hyperparameter corpus='wordnet' was renamed: use 'neglabel' (the "
+                          "authors' word files, the default) or 'wordnet30' (the rebuild from "
+                          "WordNet 3.0 that oodbench used before)")
+    if corpus == "neglabel":
+        return corpus, *load_neglabel_corpus(rule, exclude)
+    if corpus == "wordnet30":
         from oodbench.data.wordnet import load_wordnet_corpus
 
-        return corpus, *load_wordnet_corpus()
-    if corpus == "toy":
+        nouns, adjectives = load_wordnet_corpus()
+    elif corpus == "toy":
         from oodbench.toy.corpus import TOY_ADJECTIVES, TOY_NOUNS
 
-        adjectives = list(dict.fromkeys(TOY_ADJECTIVES))
-        nouns = [w for w in dict.fromkeys(TOY_NOUNS) if w not in set(adjectives)]
-        return corpus, nouns, adjectives
-    from oodbench.data.wordnet import read_word_list
-
-    folder = Path(corpus).expanduser()
-    if not folder.is_dir():
-        raise ConfigError(f"hyperparameter corpus={corpus!r}: not one of {CORPORA} and not a "
-                          "folder holding nouns.txt and adjectives.txt")
-    adjectives = list(dict.fromkeys(read_word_list(folder / "adjectives.txt")))
-    seen = set(adjectives)
-    nouns = [w for w in dict.fromkeys(read_word_list(folder / "nouns.txt")) if w not in seen]
-    return str(folder), nouns, adjectives
+        nouns, adjectives = list(TOY_NOUNS), list(TOY_ADJECTIVES)
+    else:
+        folder = Path(corpus).expanduser()
+        if not folder.is_dir():
+            raise ConfigError(f"hyperparameter corpus={corpus!r}: not one of {CORPORA} and not a "
+                              "folder holding nouns.txt and adjectives.txt")
+        nouns = read_word_list(folder / "nouns.txt")
+        adjectives = read_word_list(folder / "adjectives.txt")
+        corpus = str(folder)
+    return corpus, *split_words(nouns, adjectives, rule, exclude)
 
 
-def group_permutation(m: int, ngroups: int, seed: int) -> torch.Tensor:
-    """Column order for grouping: the first m - (m mod G) negatives, permuted with ``seed``."""
+def split_words(nouns: Sequence[str], adjectives: Sequence[str], rule: str = "neglabel",
+                exclude: Sequence[str] = ()) -> tuple[list[str], list[str]]:
+    """De-duplicated (nouns, adjectives) under a corpus ``rule`` (see :func:`load_corpus`)."""
+    if rule == "neglabel":  # adjective files come first in NegLabel's sorted reading
+        adj = list(dict.fromkeys(adjectives))
+        return [w for w in dict.fromkeys(nouns) if w not in set(adj)], adj
+    drop = set(exclude)
+    noun = [w for w in dict.fromkeys(nouns) if w not in drop]
+    seen = set(noun) | drop
+    return noun, [w for w in dict.fromkeys(adjectives) if w not in seen]
+
+
+def corpus_sha256(nouns: Sequence[str], adjectives: Sequence[str]) -> str:
+    """sha256 of a corpus as mined (nouns, adjectives, in order), for the record."""
+    return hashlib.sha256(json.dumps([list(nouns), list(adjectives)]).encode()).hexdigest()
+
+
+def group_permutation(m: int, ngroups: int, seed: int,
+                      device: torch.device | str = "cpu") -> torch.Tensor:
+    """Column order for grouping: the first m - (m mod G) negatives, permuted with ``seed``.
+
+    On a CUDA ``device`` this is the authors' draw (``clip_ood.py``: ``torch.randperm`` on the GPU
+    right after ``manual_seed(seed)``), from a fresh CUDA generator so the global RNG is left
+    alone; on the CPU it is a CPU draw, which differs from it. Returned on the CPU.
+    """
     kept = m - m % ngroups
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randperm(kept, generator=gen)
+    device = torch.device(device)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    return torch.randperm(kept, generator=gen, device=device).cpu()
+
+
+def permutation_note(device: torch.device) -> str:
+    """What the record says about the group permutation drawn on ``device``."""
+    if torch.device(device).type == "cuda":
+        return "torch.randperm on CUDA after seeding: the authors' draw (clip_ood.py)"
+    return ("drawn on the CPU: follows the authors' rule, but the groups cannot be the authors' "
+            "(theirs is a CUDA draw); run on a CUDA device for their exact groups")
 
 
 def negative_label_score(id_cos: torch.Tensor, neg_cos: torch.Tensor, temperature: float,
@@ -111,7 +158,7 @@ class NegLabelParams(DetectorParams):
     fraction: float = FRACTION
     ngroups: int = 100
     temperature: float = 0.01
-    group_seed: int | None = None
+    group_seed: int = 0
 
     def validate(self) -> None:
         for name in ("id_template", "noun_template", "adjective_template"):
@@ -131,9 +178,21 @@ class NegLabel(Detector):
     """NegLabel: ID mass of a softmax over ID and mined negative labels, grouped (zero-shot)."""
 
     name = "neglabel"
-    version = "1"
+    version = "2"
     Params = NegLabelParams
     needs = frozenset({GLOBAL})
+    recipe = Recipe(
+        source="XueJiang16/NegLabel: custom_config/clip.py, mmcls/models/classifiers/"
+               "multi_modal.py (mining), mmcls/models/ood/clip_ood.py (grouping), "
+               "mmcls/datasets/ood_dataset.py (transform)",
+        interpolation="bilinear", resize_ratio=1.0,
+        prompts="ID 'the nice {c}' (prompt_templates[85]); nouns 'the nice {w}', adjectives "
+                "'This is a {w} photo'",
+        precision="fp16 (OpenAI clip.load on CUDA); logits in fp32",
+        negatives="mined from txtfiles/ (sorted files, first occurrence wins): 15% least "
+                  "ID-like nouns and adjectives by 0.95-quantile cosine, 10,499 for ImageNet-1k",
+        groups="100 groups, torch.randperm on CUDA after manual_seed(0); last M mod 100 dropped",
+        seeds="none besides the group permutation's 0")
     precision = "bf16"
     precision_reason = ("zero-shot; the official code encodes images and labels with OpenAI "
                         "CLIP's fp16 towers on GPU and scores in fp32")
@@ -147,14 +206,18 @@ class NegLabel(Detector):
             raise ConfigError("neglabel: no negative labels were selected (corpus too small for "
                               f"fraction={p.fraction}); raise fraction or give a larger corpus")
         self.ngroups = min(p.ngroups, len(self.negatives))
-        seed = ctx.seed if p.group_seed is None else p.group_seed
-        self.perm = group_permutation(len(self.negatives), self.ngroups, seed)
+        seed = p.group_seed
+        self.perm = group_permutation(len(self.negatives), self.ngroups, seed, ctx.device)
         # the group order is applied once to the label features, so scoring gathers no columns
         neg = self.negatives.features
         self.neg_text = (neg[self.perm] if self.ngroups > 1 else neg).float().to(ctx.device)
         self.id_text = self.id_text.to(ctx.device)
         ctx.info["negatives"] = {**self.negatives.summary(), "ngroups": self.ngroups,
-                                 "group_seed": seed}
+                                 "group_seed": seed, "permutation": permutation_note(ctx.device)}
+        if self.ngroups < p.ngroups:
+            ctx.info["negatives"]["ngroups_clamped"] = (
+                f"{len(self.negatives)} negatives < ngroups={p.ngroups}: {self.ngroups} groups "
+                "of one negative each")
         self.ready = True
 
     def build_negatives(self, ctx: Context) -> NegativeLabels:
@@ -167,6 +230,7 @@ class NegLabel(Detector):
                              noun_template=p.noun_template, adjective_template=p.adjective_template,
                              percentile=p.percentile, fraction=p.fraction, id_features=self.id_text)
         neg.info["corpus"] = corpus
+        neg.info["corpus_sha256"] = corpus_sha256(nouns, adjectives)
         return neg
 
     def id_cosines(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -1,0 +1,125 @@
+"""Scoring a set, and the key of the score cache: detectors' scores are cached like features.
+
+A score entry's key names the features it was computed from, the detector (name, version,
+hyperparameters and the sha256 of its source file), the seed, the protocol (version, class lists,
+training split) and the backbone; an edit of any of them makes a new entry.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from oodbench.detectors.base import Detector
+from oodbench.errors import ConfigError
+from oodbench.features.cache import Cache, spec_key
+from oodbench.features.extract import feature_spec
+from oodbench.protocols.base import Protocol
+
+SCORE_BATCH = 4096
+
+
+def score_arrays(
+    det: Detector, arrays: dict[str, np.ndarray], device: torch.device, batch: int = SCORE_BATCH
+) -> tuple[np.ndarray, np.ndarray]:
+    """Score a whole set in batches: float64 scores and int64 predictions."""
+    n = len(next(iter(arrays.values())))
+    scores, preds = [], []
+    with torch.inference_mode():
+        for i in range(0, n, batch):
+            fb = {
+                k: torch.from_numpy(np.array(v[i : i + batch])).to(device, torch.float32)
+                for k, v in arrays.items()
+            }
+            s, p = det.score_and_predict(fb)
+            scores.append(s.double().cpu().numpy())
+            preds.append(p.cpu().numpy().astype(np.int64))
+    if not scores:
+        return np.zeros(0), np.zeros(0, np.int64)
+    return np.concatenate(scores), np.concatenate(preds)
+
+
+@functools.cache
+def detector_code_digest(cls: type) -> str:
+    """sha256 of the source file defining a detector, so that cached scores do not outlive an edit
+    of its code or of its toy preset (which a user's params alone would not reveal)."""
+    path = inspect.getsourcefile(cls)
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16] if path else "unknown"
+
+
+def score_spec(
+    det: Detector, seed: int, protocol: Protocol, backbone, manifest, kinds, decode: str = "cpu"
+) -> dict:
+    """Cache key of one detector's scores on one set (entries of layout 2 carry setup's info)."""
+    train = protocol.train.manifest.digest() if protocol.train is not None else None
+    return {
+        "layout": 2,
+        "features": {k: spec_key(feature_spec(backbone, manifest, k, decode)) for k in kinds},
+        "detector": det.describe(),
+        "code": detector_code_digest(type(det)),
+        "seed": seed,
+        "protocol": {
+            "name": protocol.name,
+            "version": protocol.version,
+            "classes": _sha(protocol.classnames),
+            "train": train,
+            "train_classes": _sha(protocol.training_classnames()),
+        },
+        "backbone": backbone.key(),
+    }
+
+
+class StoredScores:
+    """One (detector, seed)'s scores on every set of a protocol: read from the score cache when
+    every set has an entry (``hit``), else computed and written there, set by set."""
+
+    def __init__(self, cache: Cache, det: Detector, seed: int, protocol: Protocol, backbone,
+                 manifests: dict, kinds: list[str], decode: str = "cpu"):
+        self.cache, self.protocol, self.manifests = cache, protocol, manifests
+        self.specs = {name: score_spec(det, seed, protocol, backbone, m, kinds, decode)
+                      for name, m in manifests.items()}
+        self.cached = {n: cache.load("scores", sp, mmap=False) for n, sp in self.specs.items()}
+        self.hit = all(v is not None for v in self.cached.values())
+
+    def setup_info(self) -> dict:
+        """What setup reported (training split, checkpoint) when the cached scores were made."""
+        meta = self.cache.meta("scores", self.specs[self.protocol.id_test.name])
+        return dict(meta.get("setup_info", {}))
+
+    def get_or_score(self, det: Detector, arrays: dict[str, dict], device: torch.device,
+                     info: dict) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """(scores, predictions) per set: the cached ones on a hit, else ``det`` scores
+        ``arrays`` and each set's result is cached with ``info``."""
+        scores, preds = {}, {}
+        for name, spec in self.specs.items():
+            if self.hit:
+                both = self.cached[name]
+            else:
+                sc, pr = score_arrays(det, arrays[name], device)
+                check_scores(det.name, name, sc, self.manifests[name])
+                both = np.stack([sc, pr.astype(np.float64)])
+                self.cache.save("scores", spec, both, detector=det.name, set=name,
+                                setup_info=info)
+            scores[name], preds[name] = both[0], both[1].astype(np.int64)
+        return scores, preds
+
+
+def check_scores(detector: str, set_name: str, scores: np.ndarray, manifest) -> None:
+    """Refuse NaN or inf scores before they are cached or ranked, naming the images."""
+    bad = np.flatnonzero(~np.isfinite(scores))
+    if bad.size:
+        shown = ", ".join(str(manifest.absolute(int(i))) for i in bad[:3])
+        raise ConfigError(
+            f"{detector} gave {bad.size} non-finite (NaN or inf) score(s) on set {set_name!r}, "
+            f"e.g. {shown}; nothing was cached or recorded. Check its hyperparameters (a "
+            "temperature of 0 or inf, a zero weight) and the features of these images")
+
+
+def _sha(names: list[str]) -> str:
+    return hashlib.sha256(json.dumps(list(names)).encode()).hexdigest()[:16]
