@@ -76,3 +76,13 @@ def test_an_absurd_aspect_ratio_is_refused_naming_the_file(standin_root, tmp_pat
     assert code == 2 and "Traceback" not in err, err
     assert "thin.png: is 1x30000 pixels, an aspect ratio beyond 50:1" in err
     assert not (tmp_path / "r").exists()
+
+
+def test_the_device_decode_path_hands_thin_images_to_the_bounded_resize():
+    import torch
+
+    from oodbench.features.extract import resize_crop_tensor
+
+    img = torch.full((3, 30000, 1), 77, dtype=torch.uint8)  # CHW, as decoded on the device
+    out = resize_crop_tensor(img, Preprocess())  # a full-size float resize: 224 x 6.7M x 3 x 4 B
+    assert out.shape == (3, 224, 224) and out.dtype == torch.uint8 and (out == 77).all()
