@@ -1,8 +1,14 @@
 # oodbench — `make bench` sets up .venv when missing, runs, and rebuilds the leaderboards.
 #   make bench DETECTOR=mcm,energy [PROTOCOL=toy] [BACKBONE=toy] [SEEDS=0,1,2]
+#              [DATA=/data/ood] [LAYOUT=mcm] [LIMIT=16] [PRECISION=fp16]
+#              [PARAM='mcm.temperature=1 krnft.shots=16'] [RESULTS=results/local]
+#   (DATA: the data root, default $OODBENCH_DATA; LAYOUT: oodbench, mcm or openood-vlm, default
+#    detected; LIMIT: at most N images per set, training split included, for smoke runs;
+#    BACKBONE=ViT-B-16:random runs the real path without weights, never ranked)
 #   make test        fast tests (what CI runs first)
 #   make test-slow   end-to-end tests on the toy world
-#   make leaderboard rebuild results/leaderboard/ from results/runs/
+#   make leaderboard rebuild $(RESULTS)/leaderboard/ from $(RESULTS)/runs/
+#   make reference   rerun the shipped toy reference (results/runs, results/leaderboard)
 #   make lint        ruff
 
 PYTHON ?= python3
@@ -14,12 +20,27 @@ DETECTOR ?= mcm
 SEEDS ?= 0
 PROTOCOL ?=
 BACKBONE ?=
+DATA ?=
+LAYOUT ?=
+LIMIT ?=
+PARAM ?=
+PRECISION ?=
+# where bench writes records and leaderboards: results/local/ is git-ignored, so a user's bench
+# never touches the shipped toy reference in results/ (rebuilt by `make reference`)
+RESULTS ?= results/local
+REFERENCE_DETECTORS := mcm,gl-mcm,msp,maxlogit,energy,neglabel,clipn,cma,lapt,local-prompt,krnft,locoop
+REFERENCE_SEEDS ?= 0,1,2
 export HF_HUB_OFFLINE ?= 1
+ifneq ($(LAYOUT),)
+export OODBENCH_LAYOUT := $(LAYOUT)
+endif
 
-BENCH_ARGS := --detector $(DETECTOR) --seeds $(SEEDS) \
-	$(if $(PROTOCOL),--protocol $(PROTOCOL)) $(if $(BACKBONE),--backbone $(BACKBONE))
+BENCH_ARGS := --detector $(DETECTOR) --seeds $(SEEDS) --results-dir $(RESULTS) \
+	$(if $(PROTOCOL),--protocol $(PROTOCOL)) $(if $(BACKBONE),--backbone $(BACKBONE)) \
+	$(if $(DATA),--data-root $(DATA)) $(if $(LIMIT),--limit $(LIMIT)) \
+	$(if $(PRECISION),--precision $(PRECISION)) $(foreach p,$(PARAM),--param $(p))
 
-.PHONY: bench test test-slow leaderboard lint venv clean-cache
+.PHONY: bench test test-slow leaderboard reference lint venv clean-cache
 
 venv: $(VENV)/.installed
 
@@ -39,7 +60,13 @@ test-slow: venv
 	$(BIN)/python -m pytest -q -m slow
 
 leaderboard: venv
-	$(BIN)/oodbench leaderboard --plots
+	$(BIN)/oodbench leaderboard --plots --results-dir $(RESULTS)
+
+# The shipped toy reference: every detector on the toy protocols, REFERENCE_SEEDS seeds, one torch
+# thread (the records are reproducible on the same torch build and thread count).
+reference: venv
+	OMP_NUM_THREADS=1 $(BIN)/oodbench bench --detector $(REFERENCE_DETECTORS) \
+		--seeds $(REFERENCE_SEEDS) --results-dir results
 
 lint: venv
 	$(BIN)/ruff check oodbench tests benchmarks

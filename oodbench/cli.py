@@ -95,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["cpu", "device"],
         help="JPEG decoding: cpu (reference) or device (GPU, checked on a sample first)",
     )
-    r.add_argument("--limit", type=int, help="at most N images per set (smoke runs)")
+    r.add_argument("--limit", type=int, help="at most N images per set, the training split "
+                   "included (whole classes of up to 16 images; smoke runs, records say so)")
     r.add_argument(
         "--chunk-size", type=int, help="images per resumable extraction chunk (default 4096)"
     )
@@ -121,6 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--backbone", help="default: ViT-B-16:openai with real data, toy otherwise")
     b.add_argument("--seeds", type=_seeds, default=[0])
+    b.add_argument("--data-root", help="data root (default $OODBENCH_DATA; make bench DATA=DIR)")
+    b.add_argument("--limit", type=int, help="at most N images per set, training included "
+                   "(smoke runs; make bench LIMIT=N)")
+    b.add_argument("--param", action="append", type=_param, default=[],
+                   help="hyperparameter override DETECTOR.FIELD=VALUE (repeatable; make bench "
+                   "PARAM='mcm.temperature=1 ...')")
+    b.add_argument("--precision", choices=["fp32", "fp16", "bf16"],
+                   help="backbone precision (make bench PRECISION=fp16)")
     b.add_argument("--results-dir", default="results")
     b.add_argument("--cache-dir")
     b.add_argument("--device", default="auto")
@@ -137,16 +146,32 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also tabulate smoke runs (--limit), as rows of their own")
     lb.add_argument("--quiet", action="store_true")
 
-    d = sub.add_parser("data", help="check a data root for a protocol, or index it")
+    d = sub.add_parser("data", help="check a data root for a protocol, index it, or prepare it")
     dsub = d.add_subparsers(dest="data_command", required=True)
+    layout_help = ("how the data root is laid out: oodbench (docs/data.md), mcm, openood-vlm "
+                   "(default: $OODBENCH_LAYOUT, else detected)")
     dc = dsub.add_parser("check", help="verify layout and counts; say what is missing and where")
     dc.add_argument("protocol")
     dc.add_argument("--data-root")
     dc.add_argument("--cache-dir")
+    dc.add_argument("--layout", help=layout_help)
     dc.add_argument("--deep", action="store_true", help="also decode every image (slow)")
     di = dsub.add_parser("index", help="write sha256 checksum tables of a protocol's sets")
     di.add_argument("protocol")
     di.add_argument("--data-root")
+    di.add_argument("--layout", help=layout_help)
+    dp = dsub.add_parser(
+        "prepare",
+        help="label a flat ImageNet val folder (as ILSVRC2012_img_val.tar unpacks) from the "
+        "official ground truth: writes an image list under <data root>/.oodbench/lists/, never "
+        "moves files")
+    dp.add_argument("what", choices=["imagenet-val"])
+    dp.add_argument("--ground-truth", required=True, type=Path,
+                    help="LOC_val_solution.csv (Kaggle), or the devkit's "
+                    "ILSVRC2012_validation_ground_truth.txt with --meta")
+    dp.add_argument("--meta", type=Path, help="the devkit's data/meta.mat (ILSVRC2012_ID -> WNID)")
+    dp.add_argument("--data-root")
+    dp.add_argument("--layout", help=layout_help)
 
     c = sub.add_parser("cache", help="inspect and maintain the feature cache")
     csub = c.add_subparsers(dest="cache_command", required=True)
@@ -218,8 +243,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from oodbench.progress import say
     from oodbench.runner import RunSpec, run
 
-    data_root = os.environ.get("OODBENCH_DATA")
+    data_root = args.data_root or os.environ.get("OODBENCH_DATA")
     protocols = args.protocol or (["imagenet1k-mos4"] if data_root else TOY_PROTOCOLS)
+    params: dict[str, dict] = {}
+    for det, field, value in args.param:
+        params.setdefault(det, {})[field] = value
+    extra = {k: v for k, v in (("limit", args.limit), ("precision", args.precision))
+             if v is not None}
     real = any(not p.startswith("toy") for p in protocols)
     backbone = args.backbone or ("ViT-B-16:openai" if real else "toy")
     if not args.protocol and not data_root:
@@ -237,11 +267,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 protocol=protocol,
                 backbone=backbone,
                 seeds=args.seeds,
+                params=params,
                 data_root=data_root,
                 cache_dir=args.cache_dir,
                 results_dir=args.results_dir,
                 device=args.device,
                 quiet=args.quiet,
+                **extra,
             )
         )
     # plots too, so that a rebuild keeps the links (and PNGs) that `leaderboard --plots` made
@@ -299,10 +331,18 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 def cmd_data(args: argparse.Namespace) -> int:
     from oodbench.features.cache import default_cache_dir
+    from oodbench.protocols.folders import FolderProtocol
     from oodbench.registry import PROTOCOLS
 
-    proto = PROTOCOLS.get(args.protocol)()
     root = args.data_root or os.environ.get("OODBENCH_DATA")
+    if args.data_command == "prepare":
+        return cmd_data_prepare(args, root)
+    proto = PROTOCOLS.get(args.protocol)()
+    if isinstance(proto, FolderProtocol):
+        proto = type(proto)(layout=args.layout)
+    elif args.layout:
+        raise ConfigError(f"protocol {args.protocol} reads no data root, so --layout does not "
+                          "apply to it")
     if args.data_command == "index":
         from oodbench.data.prepare import index_protocol
         from oodbench.protocols.folders import FolderProtocol
@@ -317,18 +357,50 @@ def cmd_data(args: argparse.Namespace) -> int:
     cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()  # "" is unset
     kw = {"deep": True} if args.deep else {}
     problems = proto.check(Path(root) if root else None, cache, **kw)
+    note = proto.layout_note(Path(root)) if isinstance(proto, FolderProtocol) and root else ""
+    layout = f" ({note})" if note else ""
+    # count warnings whatever the verdict: a user fixing one set wants to know about the others
+    for w in getattr(proto, "count_warnings", lambda r: [])(Path(root)) if root else []:
+        print(f"  warning: {w}", file=sys.stderr)
     if problems:
-        print(f"data root {root} is not ready for {args.protocol}:", file=sys.stderr)
+        print(f"data root {root}{layout} is not ready for {args.protocol}:", file=sys.stderr)
         for pr in problems:
             print(f"  - {pr}", file=sys.stderr)
         return 2
-    for w in getattr(proto, "count_warnings", lambda r: [])(Path(root)) if root else []:
-        print(f"  warning: {w}", file=sys.stderr)
     for n in getattr(proto, "link_notes", lambda r: [])(Path(root)) if root else []:
         print(f"  note: {n}", file=sys.stderr)
     shallow = " (folders, lists and counts; --deep also decodes every image)" if (
         root and not args.deep) else ""
-    print(f"{args.protocol}: data root {root or '(built-in)'} is ready{shallow}")
+    print(f"{args.protocol}: data root {root or '(built-in)'}{layout} is ready{shallow}")
+    return 0
+
+
+def cmd_data_prepare(args: argparse.Namespace, root: str | None) -> int:
+    """``data prepare imagenet-val``: label a flat val folder through an image list."""
+    from oodbench.data.imagenet_val import flat_val_files, read_ground_truth, write_val_list
+    from oodbench.protocols.imagenet import ImageNet1kMOS4
+
+    if not root:
+        raise ConfigError("data prepare needs --data-root (or OODBENCH_DATA): the root that "
+                          "holds the flat ImageNet val folder")
+    base = Path(root).expanduser()
+    proto = ImageNet1kMOS4(layout=args.layout)
+    spec = next(s for s in proto.specs(base) if s.role == "id")
+    if spec.imglist:
+        raise ConfigError(f"layout {proto.resolve_layout(base)[0].name} reads ImageNet val "
+                          f"through {spec.imglist}, which carries labels; nothing to prepare")
+    folder = base / spec.path
+    if not folder.is_dir():
+        raise ConfigError(f"no ImageNet val folder at {folder} ({proto.layout_note(base)}); put "
+                          "the files of ILSVRC2012_img_val.tar there, or pass --layout")
+    if not flat_val_files(folder):
+        raise ConfigError(f"{folder} holds no ILSVRC2012_val_*.JPEG files at its top (sorted into "
+                          "class folders already?); nothing to prepare")
+    truth = read_ground_truth(args.ground_truth, args.meta)
+    out, m = write_val_list(base, spec.path, truth)
+    print(f"labelled {len(m):,} images of {folder} ({len(set(m.labels))} classes) -> {out}; the "
+          "images were not moved. Next: oodbench data check imagenet1k-mos4 "
+          f"--data-root {root}")
     return 0
 
 

@@ -286,9 +286,15 @@ def _group_members(rec: ResultRecord) -> dict[str, list[str]]:
 
 
 def backbone_label(backbone: dict) -> str:
-    """A record's backbone as a leaderboard shows it: the spec, with the precision unless fp32."""
+    """A record's backbone as a leaderboard shows it: the spec, with the precision unless fp32,
+    and the user's preprocessing when it replaced the detector's official recipe."""
     precision = backbone.get("precision", "fp32")
-    return backbone["spec"] + ("" if precision == "fp32" else f" ({precision})")
+    label = backbone["spec"] + ("" if precision == "fp32" else f" ({precision})")
+    recipe = backbone.get("recipe") or {}
+    if recipe.get("official") is False:
+        pp = recipe.get("overrides") or {}
+        label += " [not the official recipe: " + ", ".join(f"{k}={v}" for k, v in pp.items()) + "]"
+    return label
 
 
 def rows_of(runs: Sequence[Run]) -> list[Row]:
@@ -553,6 +559,12 @@ def markdown_text(layout: Layout, rows: Sequence[Row], reported: Sequence[Report
         name = row.label + (f" v{row.version}" if row.version != "1" else "")
         if row.limit:
             name += f" (smoke: ≤{row.limit} images/set)"
+        train = [r.record.train or {} for r in row.runs]
+        if any(t.get("paper_data") is False for t in train):
+            name += " †"
+            why = next((t["data_note"] for t in train if t.get("data_note")), "see its records")
+            notes.append(f"† {row.label} on {row.backbone}: trained without the paper's data "
+                         f"({why})")
         if row.skipped:
             name += f" ({sum(row.skipped.values())} unreadable skipped)"
             notes.append(f"{row.label} on {row.backbone}: unreadable images were left out "
@@ -673,6 +685,11 @@ def _shifted_lines(layout: Layout, rows: Sequence[Row]) -> list[str]:
 
 # ----------------------------------------------------------------------------- build
 
+def random_weights(rec: ResultRecord) -> bool:
+    """True for a smoke run on random weights (``ARCH:random``): never ranked."""
+    return bool((rec.backbone.get("identity") or {}).get("random_weights"))
+
+
 def build_leaderboards(results_dir: Path, out_dir: Path | None, plots: bool,
                        reported_path: Path | None = None,
                        include_limited: bool = False) -> list[Path]:
@@ -688,7 +705,7 @@ def build_leaderboards(results_dir: Path, out_dir: Path | None, plots: bool,
     out = Path(out_dir) if out_dir else results_dir / "leaderboard"
     rpath = reported_path or default_reported_path(results_dir)
     reported = read_reported(rpath) if rpath else []
-    runs = load_runs(results_dir)
+    runs = [r for r in load_runs(results_dir) if not random_weights(r.record)]
     limited = [r for r in runs if r.record.limit]
     if limited and not include_limited:
         runs = [r for r in runs if not r.record.limit]

@@ -329,7 +329,7 @@ def run(spec: RunSpec) -> list[ResultRecord]:
     data_root = spec.data_root or os.environ.get("OODBENCH_DATA")
     protocol = PROTOCOLS.get(spec.protocol)().build(
         Path(data_root) if data_root else None, cache.root
-    )
+    ).limit_training(spec.limit)  # --limit bounds the training split too
     for n in spec.detectors:  # fail on bad hyperparameters or protocols before any work
         make_detector(n, spec.params.get(n)).check_protocol(protocol)
     checked, skipped = readable_manifests(  # fail on unreadable images before any work

@@ -112,3 +112,88 @@ def test_text_forward_without_a_causal_mask_runs_in_full():
                                                  context_length=model.context_length)
     with torch.inference_mode():
         assert torch.equal(encode_tokens(model, tokens), model.encode_text(tokens))
+
+
+# ---------------------------------------------------------------------------- issue 15
+
+def test_arch_random_is_a_seeded_real_architecture_marked_as_random():
+    bb = load_backbone("ViT-B-16:random")
+    assert bb.identity == {"arch": "ViT-B-16", "weights": "random", "init_seed": 0,
+                           "random_weights": True}
+    assert bb.preprocess.crop == 224 and bb.model.visual.conv1.weight.shape[-1] == 16
+    again = load_backbone("ViT-B-16:random")  # the same weights every time
+    assert torch.equal(bb.model.text_projection, again.model.text_projection)
+
+
+def test_arch_random_runs_from_the_cli_and_the_record_says_so(tmp_path, standin_root):
+    import json
+
+    import open_clip
+
+    from oodbench.backbones.tiny import TINY_CONFIG
+    from oodbench.cli import main
+
+    open_clip.factory._MODEL_CONFIGS["oodbench-tiny"] = TINY_CONFIG
+    results = tmp_path / "results"
+    assert main(["run", "--detector", "mcm", "--protocol", "imagenet1k-mos4", "--backbone",
+                 "oodbench-tiny:random", "--data-root", str(standin_root), "--cache-dir",
+                 str(tmp_path / "cache"), "--results-dir", str(results), "--limit", "4",
+                 "--device", "cpu", "--quiet"]) == 0
+    rec = json.loads(next(results.glob("runs/imagenet1k-mos4/*/mcm/seed0.json")).read_text())
+    assert rec["backbone"]["spec"] == "oodbench-tiny:random"
+    assert rec["backbone"]["identity"]["random_weights"] is True
+    # never ranked: the leaderboard leaves it out, and ranks a real run beside it
+    assert main(["run", "--detector", "mcm", "--protocol", "imagenet1k-mos4", "--backbone",
+                 "tiny-random", "--data-root", str(standin_root), "--cache-dir",
+                 str(tmp_path / "cache"), "--results-dir", str(results), "--limit", "4",
+                 "--device", "cpu", "--quiet"]) == 0
+    assert main(["leaderboard", "--results-dir", str(results), "--quiet"]) == 0
+    board = (results / "leaderboard/imagenet1k-mos4.csv").read_text()
+    assert "tiny-random" in board and "oodbench-tiny:random" not in board
+
+
+def test_a_local_checkpoint_that_loads_fully_logs_no_random_init_warning(tmp_path, caplog):
+    import logging
+
+    path = _tiny_arch_checkpoint(tmp_path)
+    with caplog.at_level(logging.INFO):
+        load_backbone(f"oodbench-tiny:{path}")
+    assert "initialized randomly" not in caplog.text
+    assert "No pretrained weights" not in caplog.text
+    import open_clip  # the filter is gone afterwards: open_clip's own line still shows elsewhere
+
+    with caplog.at_level(logging.WARNING):
+        open_clip.create_model("oodbench-tiny", pretrained=None)
+    assert "No pretrained weights loaded" in caplog.text
+
+
+def test_offline_tag_error_is_whole_leaks_no_log_line_and_speaks_to_make_users(
+        monkeypatch, tmp_path, caplog):
+    import logging
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("MAKELEVEL", "1")
+    with caplog.at_level(logging.INFO), pytest.raises(BackboneError) as e:
+        load_backbone("ViT-B-32:openai")
+    msg = str(e.value)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # no ERROR:root: line
+    assert "the Makefile sets it" in msg and "BACKBONE=ViT-B-32:/path/to/weights" in msg
+    assert "--backbone" not in msg and "ViT-B-32:random" in msg
+    cause = msg.split("(", 1)[1].split(").\n", 1)[0]
+    assert not cause.startswith("RuntimeError: Failed to download weights for tag")
+    assert len(cause) < 460 and (cause.endswith(" ...") or len(cause) < 400)
+    monkeypatch.delenv("MAKELEVEL")
+    with pytest.raises(BackboneError) as e:
+        load_backbone("ViT-B-32:openai")
+    assert "--backbone ViT-B-32:/path/to/weights" in str(e.value)
+    assert "Makefile" not in str(e.value)
+
+
+def test_unknown_tag_names_a_command_that_exists():
+    with pytest.raises(UnknownNameError) as e:
+        load_backbone("ViT-B-16:opnai")
+    msg = str(e.value)
+    assert "Did you mean 'openai'?" in msg and "ViT-B-16:random" in msg
+    assert "oodbench list pretrained" not in msg
+    assert "open_clip.list_pretrained_tags_by_model('ViT-B-16')" in msg

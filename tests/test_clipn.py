@@ -87,3 +87,34 @@ def test_the_128_official_templates_keep_quotes_and_commas():
     assert len(t) == 128 and t[0] == "'a bad photo of a {}.'"
     assert t[34] == "'a photo of a {}.'," and t[98] == "'a photo with a {}.',"
     assert sum(x.endswith(",") for x in t) == 2 and all("\r" not in x for x in t)
+
+
+def test_toy_training_records_its_global_batch_and_that_it_is_not_the_papers_data(tmp_path):
+    from types import SimpleNamespace
+
+    from oodbench.backbones import load_backbone
+    from oodbench.detectors.clipn import CLIPN, PairSource, global_batch
+
+    bb = load_backbone("toy")
+    det = CLIPN({"max_steps": 1, "batch_size": 4})
+    det.tower = NoTextTower(bb.model).float()
+    ctx = SimpleNamespace(backbone=bb, protocol=SimpleNamespace(name="toy"), seed=0,
+                          artifact_dir=tmp_path, quiet=True)
+    info = det.train(ctx)
+    assert info["steps"] == 1 and info["global_batch"] == 4 and info["world_size"] == 1
+    assert info["paper_data"] is False and info["pairs"] == "toy"
+    toy = PairSource("toy", "toy", bb)
+    assert global_batch(CLIPN({}).params, toy) == 512  # the toy default; 2048 on a pairs file
+
+
+def test_a_global_batch_smaller_than_the_number_of_processes_is_refused(monkeypatch):
+    from oodbench.backbones import load_backbone
+    from oodbench.detectors.clipn import CLIPN, PairSource, global_batch
+    from oodbench.errors import ConfigError
+    from oodbench.features import distributed
+
+    monkeypatch.setattr(distributed, "world_size", lambda: 4)
+    toy = PairSource("toy", "toy", load_backbone("toy"))
+    with pytest.raises(ConfigError, match=r"batch_size 2 is the global batch, split over 4"):
+        global_batch(CLIPN({"batch_size": 2}).params, toy)
+    assert global_batch(CLIPN({"batch_size": 4}).params, toy) == 4

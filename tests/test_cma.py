@@ -138,6 +138,9 @@ def test_runner_scores_images_encoded_by_the_fine_tuned_model(standin_root, tmp_
                    params={"cma": {"max_steps": 2, "batch_size": 4, "warmup_steps": 1,
                                    "lr": 1e-3}})
     (rec,) = run(spec)
+    # the official recipe trains in fp32 (autocast commented out in utils/train_utils.py)
+    assert rec.train["precision"] == "fp32" and rec.train["config"]["amp"] is False
+    assert rec.train["global_batch"] == 4 and rec.train["world_size"] == 1
     tuned = rec.info["feature_backbone"]
     assert tuned["finetuned"] == "cma" and tuned["artifact_sha256"] == rec.train["sha256"]
     from oodbench.features.cache import Cache
@@ -145,3 +148,13 @@ def test_runner_scores_images_encoded_by_the_fine_tuned_model(standin_root, tmp_
     kinds = [e.spec["backbone"].get("finetuned") for e in Cache(tmp_path / "c").entries()
              if e.level == "images"]
     assert kinds.count("cma") == 5  # every test set re-encoded by the tuned model
+
+
+def test_training_precision_is_fp32_unless_bf16_is_asked_for():
+    from oodbench.detectors.cma import CMAParams
+    from oodbench.errors import ConfigError
+
+    assert CMAParams().train_precision == "fp32"
+    assert CMAParams.from_dict({"train_precision": "bf16"}).train_precision == "bf16"
+    with pytest.raises(ConfigError, match="train_precision"):
+        CMAParams.from_dict({"train_precision": "fp16"})

@@ -216,3 +216,19 @@ def test_a_param_set_by_hand_to_its_default_is_shown_in_the_row():
     by_hand = Row("locoop@1234abcd", "locoop", "1", params, "toy", explicit=("shots",))
     assert params_text(by_hand) == "shots=16"
     assert params_text(Row("locoop", "locoop", "1", params, "toy")) == "default"
+
+
+def test_rows_trained_without_the_papers_data_are_marked(tmp_path):
+    import json
+
+    from oodbench.leaderboard import build_leaderboards
+
+    path = write_record(tmp_path, "lapt", 0, three_sets(0.30, 0.90))
+    rec = json.loads(path.read_text())
+    rec["train"] = {"paper_data": False, "data_note": "text features stand in for images"}
+    path.write_text(json.dumps(rec))
+    write_record(tmp_path, "mcm", 0, three_sets(0.40, 0.80))
+    build_leaderboards(tmp_path, None, plots=False)
+    md = (tmp_path / "leaderboard" / "p.md").read_text()
+    assert "| lapt † |" in md and "| mcm |" in md
+    assert "trained without the paper's data (text features stand in for images)" in md

@@ -87,7 +87,11 @@ def test_openood_reads_imglists_with_ood_labels_forced_and_val_kept_out_of_test(
     assert "OpenImage-O-val" not in {s.name for s in proto.sets()}
     fs = PROTOCOLS.get("openood-v1.5-imagenet1k-fs")()
     problems = fs.check(tmp_path, tmp_path / "cache")
-    assert {p.what.split(" ")[0] for p in problems} == {"ImageNet-V2", "ImageNet-C", "ImageNet-R"}
+    assert {p.what.split(" ")[0] for p in problems} == {"ImageNet-V2", "ImageNet-C", "ImageNet-R",
+                                                         "ImageNet-ES"}
+    es = next(p for p in problems if p.what.startswith("ImageNet-ES"))
+    assert "shifted-id" in es.what and "test_imagenet_es.txt" in es.where
+    assert "data_setup('DATA_ROOT', 'imagenet')" in es.fix  # download.py does not fetch it
 
 
 def test_imagenet_v2_folders_are_labelled_by_number_not_by_string_order(tmp_path):

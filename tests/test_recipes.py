@@ -222,3 +222,16 @@ def test_negative_label_detectors_mine_the_authors_corpus_by_default():
     name, nouns, adjectives = load_corpus("auto", "imagenet1k-mos4", rule="noun-first")
     assert (nouns, adjectives) == load_neglabel_corpus("noun-first")
     assert load_corpus("wordnet30", "imagenet1k-mos4")[0] == "wordnet30"
+
+
+def test_leaderboard_row_says_when_a_run_left_the_official_recipe():
+    from oodbench.leaderboard import backbone_label
+
+    official = {"spec": "ViT-B-16:openai", "precision": "fp32",
+                "recipe": {"official": True, "overrides": None}}
+    mine = {"spec": "ViT-B-16:openai", "precision": "fp16",
+            "recipe": {"official": False, "overrides": {"interpolation": "bicubic"}}}
+    assert backbone_label(official) == "ViT-B-16:openai"
+    assert backbone_label(mine) == ("ViT-B-16:openai (fp16) [not the official recipe: "
+                                    "interpolation=bicubic]")
+    assert backbone_label({"spec": "toy"}) == "toy"  # records from before recipes

@@ -235,11 +235,18 @@ def main() -> None:
             for o in r.metrics) for r in records}
         n_images = sum(len(s.manifest.limit(args.limit)) for s in protocol.sets())
         # warm cache: a first detector on an empty feature cache, then a second one on its cache
-        # (one that needs no feature kind the first did not: GL-MCM's local features would be
-        # a cold extraction)
+        # (one that needs no feature kind the first did not, and whose official recipe gives the
+        # same preprocessing: GL-MCM's local features, or MSP's bicubic images after MCM's
+        # bilinear ones, would be a cold extraction)
         first = detectors[0]
-        second = next((d for d in detectors[1:] if feature_kinds(DETECTORS.get(d).needs)
-                       == feature_kinds(DETECTORS.get(first).needs)), detectors[1])
+
+        def reuses_first(d: str) -> bool:
+            same_kinds = (feature_kinds(DETECTORS.get(d).needs)
+                          == feature_kinds(DETECTORS.get(first).needs))
+            return same_kinds and DETECTORS.get(d).recipe.preprocess_overrides(224) == \
+                DETECTORS.get(first).recipe.preprocess_overrides(224)
+
+        second = next((d for d in detectors[1:] if reuses_first(d)), detectors[1])
         warm = dict(base, cache_dir=str(caches[1]), results_dir=str(tmp / "res2"))
         t_first, (r1,) = oodbench_run(RunSpec(detectors=[first], params=_only(params, first),
                                               **warm))

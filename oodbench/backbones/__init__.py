@@ -1,6 +1,7 @@
 """Backbones: open_clip models with the preprocessing that belongs to their weights.
 
-``load_backbone("ViT-B-16:openai")`` resolves any open_clip ``ARCH:TAG`` or ``ARCH:/path``;
+``load_backbone("ViT-B-16:openai")`` resolves any open_clip ``ARCH:TAG``, ``ARCH:/path`` or
+``ARCH:random`` (seeded random weights for smoke runs, marked ``random_weights`` in the identity);
 registered names (``toy``, ``tiny-random`` and the papers' presets) are listed by
 ``oodbench list backbones``.
 """
@@ -25,6 +26,9 @@ BACKBONES.register_lazy("ViT-B-16:laion2b_s34b_b88k", _OPENCLIP,
                         "open_clip ViT-B/16 LAION-2B (CLIPN's base model)")
 BACKBONES.register_lazy("ViT-B-32:openai", _OPENCLIP, "OpenAI CLIP ViT-B/32")
 BACKBONES.register_lazy("ViT-L-14:openai", _OPENCLIP, "OpenAI CLIP ViT-L/14")
+BACKBONES.register_lazy("ViT-B-16:random", _OPENCLIP,
+                        "ViT-B/16 with seeded random weights (any ARCH:random works): smoke runs "
+                        "of the real path without weights; numbers mean nothing, never ranked")
 
 
 def load_backbone(

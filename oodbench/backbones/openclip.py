@@ -1,12 +1,22 @@
-"""open_clip backbones: ``ARCH:TAG`` (a pretrained tag) or ``ARCH:/path/to/weights``.
+"""open_clip backbones: ``ARCH:TAG`` (a pretrained tag), ``ARCH:/path/to/weights``, ``ARCH:random``.
 
 Nothing is downloaded unless the user allows it: with ``HF_HUB_OFFLINE=1`` (or no network) a
 missing pretrained tag fails at once with instructions for supplying the weights.
+
+``ARCH:random`` builds the architecture with open_clip's own initialisation under a fixed seed: the
+real code path (image size, patch grid, tokenizer, towers) at full cost with no weights at all, for
+smoke runs on machines without them. Its numbers mean nothing; the record's backbone identity says
+``random_weights: true`` so that leaderboards can leave such runs out.
 """
 
 from __future__ import annotations
 
+import contextlib
+import difflib
+import logging
 import os
+import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -56,10 +66,15 @@ def weights_preprocess(model: torch.nn.Module) -> Preprocess:
     )
 
 
-class OpenClipBackbone(BackboneDef):
-    """Any open_clip architecture with a pretrained tag or a local checkpoint (ARCH:WEIGHTS)."""
+RANDOM = "random"
+RANDOM_SEED = 0
 
-    description = "open_clip ARCH:TAG or ARCH:/path/to/weights (e.g. ViT-B-16:openai)"
+
+class OpenClipBackbone(BackboneDef):
+    """Any open_clip architecture with a pretrained tag, a local checkpoint, or random weights."""
+
+    description = ("open_clip ARCH:TAG, ARCH:/path/to/weights, or ARCH:random (smoke runs; never "
+                   "ranked), e.g. ViT-B-16:openai")
 
     def load(self, spec, device="cpu", precision="fp32", preprocess=None) -> Backbone:
         import open_clip
@@ -67,16 +82,23 @@ class OpenClipBackbone(BackboneDef):
         arch, weights = split_spec(spec)
         if arch not in open_clip.list_models():
             raise UnknownNameError("open_clip architecture", arch, open_clip.list_models())
-        if looks_like_path(weights):
+        if weights == RANDOM:
+            with torch.random.fork_rng(devices=[]), quiet_open_clip():
+                torch.manual_seed(RANDOM_SEED)
+                model = open_clip.create_model(arch, pretrained=None)
+            identity = {"arch": arch, "weights": RANDOM, "init_seed": RANDOM_SEED,
+                        "random_weights": True}
+        elif looks_like_path(weights):
             path = Path(weights).expanduser()
             sd = load_state_dict_file(path)  # refuse a bad file before building the model
-            model = open_clip.create_model(arch, pretrained=None)
+            with quiet_open_clip():  # its "initialized randomly" is untrue once the file loads
+                model = open_clip.create_model(arch, pretrained=None)
             apply_state_dict(model, sd, str(path))
             identity = {"arch": arch, "weights": str(path.resolve()), "sha256": file_sha256(path)}
         else:
-            tags = open_clip.list_pretrained_tags_by_model(arch)
+            tags = list(open_clip.list_pretrained_tags_by_model(arch))
             if weights not in tags:
-                raise UnknownNameError(f"pretrained tag for {arch}", weights, list(tags))
+                raise unknown_tag(arch, weights, tags)
             model = _create_pretrained(open_clip, arch, weights)
             identity = {"arch": arch, "weights": weights}
         model = finish(model, device, precision)
@@ -92,18 +114,78 @@ class OpenClipBackbone(BackboneDef):
         )
 
 
+def unknown_tag(arch: str, tag: str, tags: list[str]) -> UnknownNameError:
+    """The error for a tag open_clip does not know for ``arch``, with the close ones and the
+    command that lists them (there is no ``oodbench list`` for tags)."""
+    known = [*tags, RANDOM]
+    close = difflib.get_close_matches(tag, known, n=3, cutoff=0.5)
+    err = UnknownNameError(f"pretrained tag of {arch}", tag, known)
+    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    err.message = (
+        f"open_clip has no pretrained tag {tag!r} for {arch}.{hint} Its tags: "
+        f"{', '.join(tags) or 'none'}; or {arch}:{RANDOM} for random weights (smoke runs), or "
+        f"{arch}:/path/to/weights for a local file. `python -c \"import open_clip; "
+        f"print(open_clip.list_pretrained_tags_by_model('{arch}'))\"` lists the tags; `oodbench "
+        "list backbones` the papers' presets.")
+    return err
+
+
+_OPEN_CLIP_NOISE = ("No pretrained weights loaded", "Failed to download weights",
+                    "Pretrained tag or path")
+
+
+@contextlib.contextmanager
+def quiet_open_clip() -> Iterator[None]:
+    """Drop open_clip's root-logger lines that oodbench replaces with its own message.
+
+    open_clip logs "No pretrained weights loaded ... initialized randomly" whenever it builds a
+    model without a tag, although oodbench then loads every tensor of a local checkpoint (or
+    wants random weights), and it logs an ``ERROR:root:`` line before raising on a failed
+    download, which oodbench reports in full. Other log lines pass.
+    """
+    def drop(record: logging.LogRecord) -> bool:
+        return not (record.pathname.replace("\\", "/").endswith("open_clip/factory.py")
+                    and str(record.msg).startswith(_OPEN_CLIP_NOISE))
+
+    root = logging.getLogger()
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
+
+
+def _via_make() -> bool:
+    """True when oodbench runs under ``make`` (which exports MAKELEVEL to its commands)."""
+    return "MAKELEVEL" in os.environ
+
+
 def _create_pretrained(open_clip, arch: str, tag: str):
     try:
-        return open_clip.create_model(arch, pretrained=tag)
+        with quiet_open_clip():
+            return open_clip.create_model(arch, pretrained=tag)
     except Exception as e:
+        cause = " ".join(str(e).split())
+        prefix = f"Failed to download weights for tag '{tag}': "
+        cause = textwrap.shorten(cause.removeprefix(prefix), 400, placeholder=" ...")
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        make = _via_make()
+        if offline and make:
+            why = ("HF_HUB_OFFLINE=1 is set (the Makefile sets it unless you run make with "
+                   "HF_HUB_OFFLINE=0), so nothing is downloaded.\n")
+        elif offline:
+            why = "HF_HUB_OFFLINE=1 is set, so nothing is downloaded.\n"
+        else:
+            why = ""
+        use = (f"make bench ... BACKBONE={arch}:/path/to/weights.safetensors" if make
+               else f"--backbone {arch}:/path/to/weights.safetensors")
         raise BackboneError(
-            f"could not load weights {arch}:{tag} ({type(e).__name__}: {str(e)[:200]}).\n"
-            + ("HF_HUB_OFFLINE=1 is set, so nothing is downloaded.\n" if offline else "")
+            f"could not load weights {arch}:{tag} ({type(e).__name__}: {cause}).\n"
+            + why
             + "To supply them: on a machine with network run\n"
             f"  python -c \"import open_clip; "
             f"open_clip.create_model('{arch}', pretrained='{tag}')\"\n"
             "and copy the Hugging Face cache (~/.cache/huggingface) here, "
-            "or download the checkpoint "
-            f"file and pass it as a path: --backbone {arch}:/path/to/weights.safetensors"
+            f"or download the checkpoint file and pass it as a path: {use}. For a smoke run of "
+            f"the same architecture without weights: {arch}:{RANDOM}"
         ) from None

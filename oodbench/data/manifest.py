@@ -188,13 +188,28 @@ def scan_image_folder(
         raise DataError(f"{name}: {len(broken)} entr{'y' if len(broken) == 1 else 'ies'} of {base} "
                         f"cannot be followed (a symbolic link loop?): "
                         f"{', '.join(map(repr, broken[:5]))}; remove or fix them")
-    dirs = [n for n, k in kinds.items() if k == "dir"]
+    dirs = [n for n, k in kinds.items() if k == "dir" and not n.startswith(".")]
     files = [n for n, k in kinds.items() if k == "file" and n.lower().endswith(IMAGE_SUFFIXES)]
     bad_names = [n for n in dirs + files if not _safe_name(n)]
     if bad_names:
         raise DataError(f"{name}: names in {base} that image lists cannot hold (not UTF-8, "
                         f"or with a tab or line break): {', '.join(map(repr, bad_names[:5]))}; "
                         "rename them")
+    if dirs and files:
+        raise DataError(
+            f"{name}: {base} mixes {len(dirs):,} class folders with {len(files):,} loose image "
+            f"file(s) at its top: {', '.join(files[:10])}{' ...' if len(files) > 10 else ''}. "
+            "Every image must sit in a class folder (or none may): move the loose files into "
+            "their class folders, or out of this folder")
+    if not dirs and not files:
+        tars = [n for n, k in kinds.items() if k == "file" and n.endswith(".tar")]
+        if tars:
+            raise DataError(
+                f"{name}: {base} holds {len(tars):,} .tar file(s) (e.g. {tars[0]}) and no images; "
+                "ILSVRC2012_img_train.tar unpacks into one tar per class. Unpack each into a "
+                f"folder of its own name: cd {base} && for f in *.tar; do "
+                'mkdir -p "${f%.tar}" && tar -xf "$f" -C "${f%.tar}"; done '
+                "(then delete the tars)")
     paths: list[str] = []
     labels: list[int] = []
     if dirs and not files:

@@ -71,7 +71,7 @@ def index_protocol(proto: FolderProtocol, root: Path, workers: int = 4,
                    report: Callable[[str], None] = print) -> list[Path]:
     """Hash every file of every present set of a protocol and write the checksum tables."""
     written = []
-    for spec in proto.sets:
+    for spec in proto.specs(root):
         if not spec.locate(root).exists():
             if not spec.optional:
                 report(f"skipped {spec.name}: {spec.locate(root)} does not exist ({spec.source})")

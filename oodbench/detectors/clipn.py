@@ -7,7 +7,14 @@ drawn per caption in training, their mean at test time). Only the "no" tower tra
 loss (:func:`oodbench.training.contrastive.clipn_loss`) on image-caption pairs: the toy world's
 captioned images on the toy protocols, or a ``pairs`` file (``relative/path.jpg<TAB>caption`` per
 line, CC3M in the paper). Official defaults: AdamW lr 3e-4, betas (0.9, 0.98), eps 1e-6, weight
-decay 0.2 on matrices only, cosine without warm-up, 10 epochs, batch 512 per GPU (x4), AMP.
+decay 0.2 on matrices only, cosine without warm-up, 10 epochs, batch 512 per GPU on 4 GPUs with
+the features all-gathered (``src/run.sh``; open_clip's ``gather_features`` with ``local_loss`` and
+``gather_with_grad`` off), so the loss sees a 2,048 x 2,048 matrix, AMP.
+
+``batch_size`` is that *global* batch (default 2,048 on image-caption files, 512 on the toy
+world): under ``torchrun --nproc_per_node W`` each rank encodes its 1/W share and the loss gathers
+the features (:mod:`oodbench.training.contrastive`), so 4 processes of 512 rows and one process of
+2,048 compute the same loss on the same images.
 
 Scores (``src/zero_shot_infer.py``), with W_yes[c] = normalise(sum_p normalise(E_yes(p(c)))) and
 W_no[c] likewise through the "no" tower fed the *same* prompts, logits l = 100 u.W_yes and
@@ -38,12 +45,21 @@ from torch import nn
 from oodbench.data.images import normalize
 from oodbench.detectors.base import GLOBAL, Context, Detector, DetectorParams, Recipe, require
 from oodbench.errors import BackboneError, ConfigError, DataError
+from oodbench.features import distributed
 from oodbench.registry import DETECTORS
-from oodbench.training.contrastive import ContrastiveConfig, clipn_loss, train_contrastive
+from oodbench.training.contrastive import (
+    ContrastiveConfig,
+    clipn_loss,
+    encode_rows,
+    shard_slice,
+    train_contrastive,
+)
 
 TEMPLATES_FILE = Path(__file__).resolve().parents[1] / "data" / "files" / "clipn_templates.txt"
 LOGIT_SCALE = 100.0
 N_PROMPTS = 16
+OFFICIAL_GLOBAL_BATCH = 2048  # 4 GPUs x 512 (src/run.sh), features all-gathered
+TOY_GLOBAL_BATCH = 512
 
 
 class NoTextTower(nn.Module):
@@ -124,7 +140,7 @@ class CLIPNParams(DetectorParams):
     pairs: str = "auto"
     epochs: float = 10.0
     toy_steps: int = 150
-    batch_size: int = 512
+    batch_size: int | None = None  # the global batch; None: 2048 (official) or 512 on the toy world
     lr: float = 3e-4
     weight_decay: float = 0.2
     warmup_steps: int = 0
@@ -142,7 +158,8 @@ class CLIPNParams(DetectorParams):
                 "must be 'auto', 'toy' or a file of 'relative/path<TAB>caption' lines")
         require(self.epochs > 0, "epochs", "must be > 0")
         require(self.toy_steps >= 1, "toy_steps", "must be >= 1")
-        require(self.batch_size >= 2, "batch_size", "must be >= 2")
+        require(self.batch_size is None or self.batch_size >= 2, "batch_size",
+                "must be >= 2 (the global batch of the contrastive loss) or null")
         require(self.lr > 0, "lr", "must be > 0")
         require(self.weight_decay >= 0, "weight_decay", "must be >= 0")
         require(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
@@ -174,26 +191,43 @@ class PairSource:
         self.captions = [r[1] for r in rows]
         self.n = len(rows)
 
+    def global_size(self, size: int, index: int) -> int:
+        """Rows of global batch number ``index`` (the last batch of an epoch may be short)."""
+        if self.toy:
+            return size
+        per_epoch = -(-self.n // size)
+        i = index % per_epoch
+        return min(size, self.n - i * size)
+
     def batch(self, index: int, size: int, seed: int, gen: torch.Generator):
-        """(uint8 NCHW images on the backbone device, captions) of batch number ``index``."""
+        """(uint8 NCHW images on the backbone device, captions): this rank's share of global batch
+        number ``index`` of ``size`` rows (all of it in a single process).
+
+        The global batch and every random draw for it (crop boxes) do not depend on the rank or
+        the number of processes: each rank builds them in full, then keeps :func:`shard_slice`.
+        """
         if self.toy:
             from oodbench.toy.train import make_batch
 
             b = make_batch(seed, index, size)
-            images = b["images"].permute(0, 3, 1, 2).contiguous()
+            part = shard_slice(size)
+            images = b["images"][part].permute(0, 3, 1, 2).contiguous()
             crop = self.backbone.preprocess.crop
             if images.shape[-1] != crop:  # a backbone other than the toy one
                 images = F.interpolate(images.float(), size=(crop, crop), mode="bicubic",
                                        antialias=True).round().clamp(0, 255).to(torch.uint8)
-            return images.to(self.backbone.device), b["captions"]
-        from oodbench.detectors.cma import train_crops
+            return images.to(self.backbone.device), b["captions"][part]
+        from oodbench.detectors.cma import crop_seeds, train_crops
 
         per_epoch = -(-self.n // size)
         epoch, i = divmod(index, per_epoch)
         perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(seed * 7_919 + epoch))
         idx = perm[i * size:(i + 1) * size].tolist()
+        seeds = crop_seeds(len(idx), gen)
+        part = shard_slice(len(idx))
+        idx, seeds = idx[part], seeds[part]
         pp = self.backbone.preprocess
-        images = train_crops(self.manifest, idx, pp.crop, pp.interpolation, 0.9, gen)
+        images = train_crops(self.manifest, idx, pp.crop, pp.interpolation, 0.9, seeds)
         return images.to(self.backbone.device), [self.captions[j] for j in idx]
 
 
@@ -202,7 +236,7 @@ class CLIPN(Detector):
     """CLIPN: a learned "no" text tower; ATD (default) or CTW yes/no score (trained)."""
 
     name = "clipn"
-    version = "1"
+    version = "2"  # 2: global batch 2048 (4 x 512 gathered) by default, sharded under torchrun
     Params = CLIPNParams
     needs = frozenset({GLOBAL})
     recipe = Recipe(
@@ -247,35 +281,63 @@ class CLIPN(Detector):
         """Train the "no" tower with the CLIPN loss on image-caption pairs (frozen CLIP)."""
         p, bb = self.params, ctx.backbone
         source = PairSource(p.pairs, ctx.protocol.name, bb)
+        batch = global_batch(p, source)
+        per_epoch = None
         if source.toy:
             steps = p.toy_steps
         else:
-            steps = max(1, int(round(p.epochs * -(-source.n // p.batch_size) / p.grad_accum)))
+            per_epoch = -(-source.n // batch)
+            steps = max(1, int(round(p.epochs * per_epoch / p.grad_accum)))
         cfg = ContrastiveConfig(steps=steps, lr=p.lr, weight_decay=p.weight_decay,
                                 decay="matrices", betas=(0.9, 0.98), eps=1e-6,
                                 warmup_steps=p.warmup_steps, grad_accum=p.grad_accum,
                                 seed=ctx.seed, max_steps=p.max_steps)
+        spec = {"backbone": bb.key(), "pairs": "toy" if source.toy else source.manifest.digest(),
+                "params": {**{k: v for k, v in dataclasses.asdict(p).items()
+                              if k not in ("score", "templates", "checkpoint", "max_steps")},
+                           "batch_size": batch}}
+        info = train_contrastive(self.tower, self.loss_fn(ctx, source, batch), cfg, name="clipn",
+                                 spec=spec, artifact_dir=ctx.artifact_dir, device=bb.device,
+                                 quiet=ctx.quiet,
+                                 steps_per_epoch=per_epoch and max(1, per_epoch // p.grad_accum),
+                                 images_per_step=batch * p.grad_accum)
+        # the paper trains on CC3M; a pairs file may or may not be it, the toy world is not
+        return {**info, "global_batch": batch,
+                "per_process_batch": -(-batch // distributed.world_size()),
+                "pairs": "toy" if source.toy else str(p.pairs),
+                "paper_data": False if source.toy else None}
+
+    def loss_fn(self, ctx: Context, source: PairSource, batch: int):
+        """The trainer's ``loss_fn(step, micro, gen)``: the CLIPN loss of global batch number
+        ``step * grad_accum + micro`` (this rank's share of it, gathered in the loss)."""
+        p, bb = self.params, ctx.backbone
         clip = bb.model
         scale = float(clip.logit_scale.detach().exp())
 
         def loss_fn(step: int, micro: int, gen: torch.Generator):
-            images, captions = source.batch(step * p.grad_accum + micro, p.batch_size,
-                                            ctx.seed, gen)
-            tokens = bb.tokenizer(captions).to(bb.device)
+            index = step * p.grad_accum + micro
+            # draws for the whole global batch first (prompt picks after the crop seeds), so
+            # they are the same whatever the number of processes
+            crop_gen = torch.Generator().manual_seed(int(torch.randint(
+                0, 2**62, (1,), generator=gen)))
+            pick = torch.randint(0, N_PROMPTS + 1, (source.global_size(batch, index),),
+                                 generator=gen)
+            images, captions = source.batch(index, batch, ctx.seed, crop_gen)
+            pick = pick[shard_slice(len(pick))]
+            tokens = (bb.tokenizer(captions) if captions else bb.tokenizer([""])[:0]).to(bb.device)
+            x = normalize(images, bb.preprocess, dtype=bb.dtype)
             with torch.no_grad():
-                img = F.normalize(clip.encode_image(normalize(images, bb.preprocess,
-                                                              dtype=bb.dtype)).float(), dim=-1)
-                yes = F.normalize(clip.encode_text(tokens).float(), dim=-1)
-            pick = torch.randint(0, N_PROMPTS + 1, (len(tokens),), generator=gen)
-            no = F.normalize(self.tower(tokens, pick.to(bb.device)).float(), dim=-1)
+                img = F.normalize(encode_rows(clip.encode_image, x).float(), dim=-1)
+                yes = F.normalize(encode_rows(clip.encode_text, tokens).float(), dim=-1)
+            pick = pick.to(bb.device)
+
+            def no_tower(t: torch.Tensor) -> torch.Tensor:  # the dummy row of an empty share
+                return self.tower(t, pick if len(pick) == len(t) else pick.new_zeros(len(t)))
+
+            no = F.normalize(encode_rows(no_tower, tokens).float(), dim=-1)
             return clipn_loss(img, yes, no, scale)
 
-        spec = {"backbone": bb.key(), "pairs": "toy" if source.toy else source.manifest.digest(),
-                "params": {k: v for k, v in dataclasses.asdict(p).items()
-                           if k not in ("score", "templates", "checkpoint", "max_steps")}}
-        return train_contrastive(self.tower, loss_fn, cfg, name="clipn", spec=spec,
-                                 artifact_dir=ctx.artifact_dir, device=bb.device,
-                                 quiet=ctx.quiet)
+        return loss_fn
 
     def score_and_predict(self, feats):
         out = clipn_scores(feats[GLOBAL], self.w_yes.to(feats[GLOBAL].device),
@@ -287,3 +349,14 @@ class CLIPN(Detector):
 
     def predict(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.score_and_predict(feats)[1]
+
+
+def global_batch(p: CLIPNParams, source: PairSource) -> int:
+    """The global batch of a run (``batch_size``, else the official 2,048 or the toy 512); it
+    must give every ``torchrun`` rank at least one row."""
+    batch = p.batch_size or (TOY_GLOBAL_BATCH if source.toy else OFFICIAL_GLOBAL_BATCH)
+    world = distributed.world_size()
+    if batch < world:
+        raise ConfigError(f"clipn: batch_size {batch} is the global batch, split over {world} "
+                          f"processes; pass -p clipn.batch_size={world} or more")
+    return batch

@@ -6,7 +6,15 @@ training split (ImageNet-1k train in the paper), each image paired with its clas
 lambda times the log-sum-exp alignment terms (:func:`oodbench.training.contrastive.cma_loss`).
 Official defaults: AdamW lr 1e-5, weight decay 0.1 on every tensor, betas (0.9, 0.999), batch 512,
 10 epochs, 500 linear warm-up steps then cosine to 0, lambda 0.001, RandomResizedCrop(scale 0.9-1)
-without flips. The fine-tuned weights are a hashed artifact under ``<cache>/artifacts/train/cma``.
+without flips, pure fp32 (the ``torch.autocast`` line of ``utils/train_utils.py`` is commented
+out; ``train_precision='bf16'`` trains under bf16 autocast on CUDA instead, and the record's
+``train.precision`` says which). The fine-tuned weights are a hashed artifact under
+``<cache>/artifacts/train/cma``.
+
+``batch_size`` (512) is the global batch: the official code runs it through ``DataParallel`` and
+computes one 512 x 512 loss. Under ``torchrun --nproc_per_node W`` each rank encodes its 1/W share
+and the loss all-gathers the features (:mod:`oodbench.training.contrastive`), so the loss and the
+gradient are those of the 512 images, as in one process.
 
 Scoring: S(x) = sum over the K ID classes of softmax([cos(v, T); cos(v, T~)] / 0.01), one softmax
 over "The nice {class}" and all negative labels, no grouping, computed on the fine-tuned towers.
@@ -25,7 +33,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -44,9 +54,16 @@ from oodbench.detectors.base import (
 from oodbench.detectors.negatives import ADJECTIVE_TEMPLATE, FRACTION, PERCENTILE, NegativeLabels
 from oodbench.detectors.neglabel import corpus_sha256, load_corpus, negative_label_score
 from oodbench.errors import ConfigError
+from oodbench.features import distributed
 from oodbench.registry import DETECTORS
 from oodbench.training.augment import crop_box
-from oodbench.training.contrastive import ContrastiveConfig, cma_loss, train_contrastive
+from oodbench.training.contrastive import (
+    ContrastiveConfig,
+    cma_loss,
+    encode_rows,
+    shard_slice,
+    train_contrastive,
+)
 
 CMA_TEMPLATE = "The nice {}"
 
@@ -73,6 +90,7 @@ class CMAParams(DetectorParams):
     warmup_steps: int = 500
     grad_accum: int = 1
     crop_scale_min: float = 0.9
+    train_precision: Literal["fp32", "bf16"] = "fp32"
     max_steps: int | None = None
 
     def validate(self) -> None:
@@ -87,18 +105,28 @@ class CMAParams(DetectorParams):
         require(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
         require(self.grad_accum >= 1, "grad_accum", "must be >= 1")
         require(0 < self.crop_scale_min <= 1, "crop_scale_min", "must be in (0, 1]")
+        require(self.train_precision in ("fp32", "bf16"), "train_precision",
+                "must be 'fp32' (the official recipe) or 'bf16' (autocast on CUDA)")
         require(0 < self.fraction <= 1, "fraction", "must be in (0, 1]")
         require(self.max_steps is None or self.max_steps >= 1, "max_steps", "must be >= 1")
 
 
+def crop_seeds(n: int, gen: torch.Generator) -> list[int]:
+    """One seed per image of a global batch of ``n``, drawn from the step's generator: each
+    image's crop then depends on its place in the global batch only, not on the rank drawing it."""
+    return torch.randint(0, 2**62, (n,), generator=gen).tolist()
+
+
 def train_crops(manifest, indices: list[int], size: int, interpolation: str, scale_min: float,
-                gen: torch.Generator) -> torch.Tensor:
-    """(B, 3, size, size) uint8 random resized crops (area scale_min..1, no flip), CMA-style."""
+                seeds: Sequence[int]) -> torch.Tensor:
+    """(B, 3, size, size) uint8 random resized crops (area scale_min..1, no flip), CMA-style;
+    image k's box is drawn from a generator seeded with ``seeds[k]``."""
     from oodbench.data.images import INTERPOLATIONS
 
     out = np.empty((len(indices), size, size, 3), np.uint8)
     for k, i in enumerate(indices):
         im = load_rgb(manifest.absolute(i))
+        gen = torch.Generator().manual_seed(int(seeds[k]))
         left, top, w, h = crop_box(im.width, im.height, gen, scale=(scale_min, 1.0))
         out[k] = np.asarray(im.resize((size, size), INTERPOLATIONS[interpolation],
                                       box=(left, top, left + w, top + h)), dtype=np.uint8)
@@ -110,7 +138,7 @@ class CMA(Detector):
     """CMA: CLIP fine-tuned with cross-modal alignment, scored by ungrouped NegLabel."""
 
     name = "cma"
-    version = "1"
+    version = "2"  # 2: fp32 training (official), crops per image of the global batch, sharded
     Params = CMAParams
     needs = frozenset({GLOBAL, TRAIN})
     recipe = Recipe(
@@ -162,44 +190,64 @@ class CMA(Detector):
                               "fine-tune on; pass -p cma.finetune=false with a fine-tuned backbone")
         manifest = train.manifest
         names = ctx.protocol.training_classnames()
-        labels = np.asarray(manifest.labels)
-        keep = np.flatnonzero(labels >= 0)
+        keep = np.flatnonzero(np.asarray(manifest.labels) >= 0)
         model = copy.deepcopy(bb.model).float().to(bb.device)
         for q in model.parameters():
             q.requires_grad_(True)
-        tokens = bb.tokenizer([p.train_template.format(c) for c in names]).to(bb.device)
+        world = distributed.world_size()
+        if p.batch_size < world:
+            raise ConfigError(f"cma: batch_size {p.batch_size} is the global batch, split over "
+                              f"{world} processes; pass -p cma.batch_size={world} or more")
         per_epoch = -(-len(keep) // p.batch_size)
         steps = max(1, int(round(p.epochs * per_epoch / p.grad_accum)))
         cfg = ContrastiveConfig(steps=steps, lr=p.lr, weight_decay=p.weight_decay, decay="all",
                                 warmup_steps=p.warmup_steps, grad_accum=p.grad_accum,
-                                seed=ctx.seed, max_steps=p.max_steps)
-        pp = bb.preprocess
-
-        def loss_fn(step: int, micro: int, gen: torch.Generator):
-            batch_no = step * p.grad_accum + micro
-            epoch, i = divmod(batch_no, per_epoch)
-            perm = torch.randperm(len(keep), generator=torch.Generator().manual_seed(
-                ctx.seed * 7_919 + epoch))
-            idx = keep[perm[i * p.batch_size:(i + 1) * p.batch_size].numpy()]
-            images = train_crops(manifest, idx.tolist(), pp.crop, pp.interpolation,
-                                 p.crop_scale_min, gen)
-            x = normalize(images.to(bb.device), pp, dtype=torch.float32)
-            img = F.normalize(model.encode_image(x), dim=-1)
-            txt = F.normalize(model.encode_text(tokens[labels[idx]]), dim=-1)
-            return cma_loss(img, txt, model.logit_scale.exp(), p.lam)
-
+                                seed=ctx.seed, max_steps=p.max_steps,
+                                amp=p.train_precision == "bf16")
         spec = {"backbone": bb.key(), "train": manifest.digest(), "classes": names,
                 "params": {k: v for k, v in dataclasses.asdict(p).items()
                            if k in ("train_template", "lam", "epochs", "batch_size", "lr",
                                     "weight_decay", "warmup_steps", "grad_accum",
                                     "crop_scale_min")}}
-        info = train_contrastive(model, loss_fn, cfg, name="cma", spec=spec,
-                                 artifact_dir=ctx.artifact_dir, device=bb.device, quiet=ctx.quiet)
+        info = train_contrastive(model, self.loss_fn(ctx, model, manifest, names), cfg,
+                                 name="cma", spec=spec, artifact_dir=ctx.artifact_dir,
+                                 device=bb.device, quiet=ctx.quiet,
+                                 steps_per_epoch=max(1, per_epoch // p.grad_accum),
+                                 images_per_step=p.batch_size * p.grad_accum)
+        info = {**info, "global_batch": p.batch_size,
+                "per_process_batch": -(-p.batch_size // world)}
         model.eval()
         tuned = dataclasses.replace(bb, model=model, identity={
             **bb.identity, "finetuned": "cma", "artifact_sha256": info["sha256"],
             "artifact_key": info["key"]})
         return tuned, info
+
+    def loss_fn(self, ctx: Context, model: torch.nn.Module, manifest, names: list[str]):
+        """The trainer's ``loss_fn(step, micro, gen)``: the CMA loss of global batch number
+        ``step * grad_accum + micro`` of the training split (images with a label >= 0, shuffled
+        afresh each epoch with the seed), this rank's share encoded, the features gathered."""
+        p, bb, pp = self.params, ctx.backbone, ctx.backbone.preprocess
+        labels = np.asarray(manifest.labels)
+        keep = np.flatnonzero(labels >= 0)
+        per_epoch = -(-len(keep) // p.batch_size)
+        tokens = bb.tokenizer([p.train_template.format(c) for c in names]).to(bb.device)
+
+        def loss_fn(step: int, micro: int, gen: torch.Generator):
+            epoch, i = divmod(step * p.grad_accum + micro, per_epoch)
+            perm = torch.randperm(len(keep), generator=torch.Generator().manual_seed(
+                ctx.seed * 7_919 + epoch))
+            idx = keep[perm[i * p.batch_size:(i + 1) * p.batch_size].numpy()]
+            seeds = crop_seeds(len(idx), gen)
+            part = shard_slice(len(idx))
+            idx, seeds = idx[part], seeds[part]
+            images = train_crops(manifest, idx.tolist(), pp.crop, pp.interpolation,
+                                 p.crop_scale_min, seeds)
+            x = normalize(images.to(bb.device), pp, dtype=torch.float32)
+            img = F.normalize(encode_rows(model.encode_image, x), dim=-1)
+            txt = F.normalize(encode_rows(model.encode_text, tokens[labels[idx]]), dim=-1)
+            return cma_loss(img, txt, model.logit_scale.exp(), p.lam)
+
+        return loss_fn
 
     def _encoder(self, ctx: Context, backbone):
         return ctx.text_encoder(backbone)

@@ -8,18 +8,29 @@ CLIP's logit scale,
     L = CE(z_cm, y) + CE(z_cd, y~)   [+ CE(f, y) with ``plain_loss``]
 
 where z_cm = normalize(lam f + (1 - lam) t_y) mixes a sample with a frozen text feature of its own
-label under a random TIP template (cross-modal, lam ~ Beta(alpha, alpha)), and z_cd mixes each ID
-sample with a random negative sample and vice versa, with the soft target lam e_a + (1 - lam) e_b
-(cross-distribution). Test: the grouped NegLabel score (100 groups) of the learned ID prompts
-against the OOD context applied to M_test = 10,000 negatives re-mined for the test label set.
+label under a random TIP template (cross-modal), and z_cd mixes each ID sample with a random
+negative sample *of the same batch* and each negative sample with a random ID sample of the batch,
+with the soft target lam e_a + (1 - lam) e_b (cross-distribution; a batch without both kinds
+mixes each sample with itself). As the official trainer (``openood/trainers/oodmixup_trainer.py``,
+``OodMixupTrainer_idood`` with ``mix_strategy=wccm_cd``: ``mixup_data`` calls ``np.random.beta``
+once per call, ``create_mixed_indices`` pairs within the batch), each of the two mixings draws
+*one* lam ~ Beta(alpha, alpha) per batch (:func:`lapt_mix`). Test: the grouped NegLabel score
+(100 groups) of the learned ID prompts against the OOD context applied to M_test = 10,000
+negatives re-mined for the test label set.
 
-Training data (the authors' SDXL / LAION images are not available offline; doc §2.2), ``data``:
-- ``text``: frozen text features of the labels under the 7 TIP templates stand in for images
-  (cross-modal mixing with lam = 0), as the official ``textmultice`` branch does;
-- ``real``: the protocol's few-shot ID images, plus for each negative label the ``per_label``
-  images of an unlabeled pool (``pool_list``, disjoint from the OOD test sets) that are most
-  similar to "a photo of a {label}." and whose argmax over all labels is that label;
-- ``list``: a user image list in the official format (``path label``: 0..C-1 ID, C.. negatives).
+Training data, ``data`` (the paper trains on images: SDXL-generated and LAION-retrieved ones for
+the ID and negative labels, the official list ``train_imagenet_idood_last1k_syn2_dedup.txt``;
+these are not available offline):
+- ``text`` (default): no images at all; the frozen text features of every label under the 7 TIP
+  templates stand in for image features, with the same mixing. Not the paper's data, nor the
+  official ``textmultice`` branch (plain CE on sampled text features, no mixing).
+- ``real``: real images but not the paper's: the protocol's few-shot ID images, plus for each
+  negative label the ``per_label`` images of an unlabeled pool (``pool_list``, disjoint from the
+  OOD test sets) most similar to "a photo of a {label}." whose argmax over all labels is that label.
+- ``list``: a user image list in the official format (``path label``: 0..C-1 ID, C.. negatives);
+  the paper's own images when that list is the authors'.
+The record's ``train.paper_data`` says which: ``false`` for ``text`` and ``real`` (a leaderboard
+row must not pass for the paper's setting), ``null`` for ``list`` (unknown: the user's list).
 The paper's beta (Q1) has no consistent code counterpart and is not implemented. Model selection
 (``select="val_acc"``) uses ID accuracy on the protocol's val split only, never an OOD test set.
 """
@@ -123,7 +134,7 @@ class LAPT(Detector):
     """LAPT: learned shared ID and negative prompt contexts, grouped NegLabel score."""
 
     name = "lapt"
-    version = "2"
+    version = "3"  # 3: one mixing lam per batch, cross-distribution partner within the batch
     Params = LAPTParams
     needs = frozenset({GLOBAL, TRAIN})
     recipe = Recipe(
@@ -189,7 +200,8 @@ class LAPT(Detector):
             prompts = [t.format(w) for w in labels_all for t in TIP_TEMPLATES]
             f = ctx.encode_text(prompts).float().clone()
             y = torch.arange(len(labels_all)).repeat_interleave(len(TIP_TEMPLATES))
-            return f, y, {"data": "text", "n_samples": len(y)}
+            return f, y, {"data": "text", "paper_data": False, "n_samples": len(y),
+                          "data_note": "TIP-template text features stand in for images"}
         if p.data == "list":
             root = Path(p.image_root or ".").expanduser()
             m = read_manifest(Path(p.image_list).expanduser(), root)
@@ -197,8 +209,9 @@ class LAPT(Detector):
                 raise ConfigError(f"image_list {p.image_list}: label {max(m.labels)} >= the "
                                   f"{len(labels_all)} ID + negative labels")
             f = self._encode(ctx, m)
-            return f, torch.tensor(m.labels), {"data": "list", "image_list": p.image_list,
-                                               "n_samples": len(m)}
+            return f, torch.tensor(m.labels), {"data": "list", "paper_data": None,
+                                               "image_list": p.image_list, "n_samples": len(m),
+                                               "data_note": "the user's image list"}
         split, arrays = fewshot_features(ctx, p.shots, ctx.seed if p.split_seed is None
                                          else p.split_seed, {GLOBAL})
         pool = read_manifest(Path(p.pool_list).expanduser(), Path(p.pool_root or ".").expanduser())
@@ -215,8 +228,9 @@ class LAPT(Detector):
         neg_y = torch.arange(len(names), len(labels_all)).repeat_interleave(p.per_label)
         f = torch.cat([torch.as_tensor(arrays[GLOBAL]).float().to(pool_f.device), pool_f[idx]])
         y = torch.cat([torch.as_tensor(arrays["labels"]).long(), neg_y])
-        return f, y, {"data": "real", "split": split.describe(), "pool_list": p.pool_list,
-                      "n_samples": len(y)}
+        return f, y, {"data": "real", "paper_data": False, "split": split.describe(),
+                      "pool_list": p.pool_list, "n_samples": len(y),
+                      "data_note": "few-shot ID images + images retrieved from pool_list"}
 
     @staticmethod
     def _encode(ctx, manifest) -> torch.Tensor:
@@ -231,34 +245,21 @@ class LAPT(Detector):
         tip = ctx.encode_text([t.format(w) for w in list(names) + list(neg_words)
                                for t in TIP_TEMPLATES]).float().clone().view(n_all, -1,
                                                                                feats.shape[1])
-        is_id = labels < n_id
-        id_idx, neg_idx = torch.nonzero(is_id)[:, 0], torch.nonzero(~is_id)[:, 0]
         n = len(labels)
 
         def loss_fn(step, gen):
             idx = epoch_batch(n, p.batch_size, step, ctx.seed).to(ctx.device)
             t = torch.cat([learner["id"](), learner["ood"]()])
             f, y = feats[idx], labels[idx]
-            onehot = F.one_hot(y, n_all).float()
             loss = f.new_zeros(())
             if p.plain_loss or not (p.cross_modal or p.cross_distribution):
                 loss = loss + F.cross_entropy(scale * F.normalize(f, dim=-1) @ t.T, y)
-            if p.cross_modal:
-                lam = beta_draws(p.alpha, len(idx), gen).to(f.device)[:, None]
-                tpl = torch.randint(0, len(TIP_TEMPLATES), (len(idx),), generator=gen)
-                z = F.normalize(lam * f + (1 - lam) * tip[y, tpl.to(f.device)], dim=-1)
-                loss = loss + F.cross_entropy(scale * z @ t.T, y)
-            if p.cross_distribution and len(id_idx) and len(neg_idx):
-                pool = torch.where(is_id[idx], 1, 0)
-                j_neg = neg_idx[torch.randint(0, len(neg_idx), (len(idx),), generator=gen)
-                                .to(f.device)]
-                j_id = id_idx[torch.randint(0, len(id_idx), (len(idx),), generator=gen)
-                              .to(f.device)]
-                partner = torch.where(pool.bool(), j_neg, j_id)
-                lam = beta_draws(p.alpha, len(idx), gen).to(f.device)[:, None]
-                z = F.normalize(lam * f + (1 - lam) * feats[partner], dim=-1)
-                target = lam * onehot + (1 - lam) * F.one_hot(labels[partner], n_all).float()
-                loss = loss - (target * torch.log_softmax(scale * z @ t.T, dim=-1)).sum(-1).mean()
+            mix = lapt_mix(f, y, tip, n_id, p.alpha, gen, p.cross_modal, p.cross_distribution)
+            if "z_cm" in mix:
+                loss = loss + F.cross_entropy(scale * mix["z_cm"] @ t.T, y)
+            if "z_cd" in mix:
+                logp = torch.log_softmax(scale * mix["z_cd"] @ t.T, dim=-1)
+                loss = loss - (mix["target_cd"] * logp).sum(-1).mean()
             return loss
 
         steps = steps_for_epochs(n, p.batch_size, p.epochs)
@@ -275,7 +276,9 @@ class LAPT(Detector):
                 "version": self.version}
         return train_artifact(learner, loss_fn, cfg, name=self.name, spec=spec,
                               artifact_dir=ctx.artifact_dir, device=ctx.device, quiet=ctx.quiet,
-                              val_fn=val_fn)
+                              val_fn=val_fn,
+                              steps_per_epoch=steps_for_epochs(n, p.batch_size, 1.0),
+                              images_per_step=min(p.batch_size, n))
 
     @staticmethod
     def _val_fn(ctx, learner):
@@ -297,6 +300,45 @@ class LAPT(Detector):
 
     def predict(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         return (feats[GLOBAL].float() @ self.t_id.T).argmax(1)
+
+
+def lapt_mix(f: torch.Tensor, y: torch.Tensor, tip: torch.Tensor, n_id: int, alpha: float,
+             gen: torch.Generator, cross_modal: bool = True,
+             cross_distribution: bool = True) -> dict[str, torch.Tensor]:
+    """LAPT's two mixings of one batch of (B, D) features ``f`` with labels ``y`` in [0, C + M).
+
+    - cross-modal (``z_cm``): normalize(lam f + (1 - lam) tip[y, k]) with a random TIP template k
+      per sample (``tip``: (C + M, 7, D) frozen text features), target y;
+    - cross-distribution (``z_cd``, ``target_cd``, ``partner``): each ID sample (y < ``n_id``)
+      mixed with a random negative sample of the batch, each negative sample with a random ID
+      sample of the batch (``partner``: batch positions), normalize(lam f + (1 - lam) f[partner])
+      with the soft target lam e_y + (1 - lam) e_y[partner]; a batch without both kinds pairs
+      each sample with itself, as the official ``create_mixed_indices``.
+    Each mixing draws one lam ~ Beta(alpha, alpha) for the whole batch (``lam_cm``, ``lam_cd``),
+    as the official ``mixup_data`` (one ``np.random.beta`` per call); all draws come from ``gen``.
+    """
+    out: dict[str, torch.Tensor] = {}
+    b, dev = len(y), f.device
+    if cross_modal:
+        lam = beta_draws(alpha, 1, gen)[0]
+        tpl = torch.randint(0, tip.shape[1], (b,), generator=gen).to(dev)
+        out["z_cm"] = F.normalize(lam * f + (1 - lam) * tip[y, tpl], dim=-1)
+        out["lam_cm"] = lam
+    if cross_distribution:
+        is_id = (y < n_id).cpu()
+        ids, negs = torch.nonzero(is_id)[:, 0], torch.nonzero(~is_id)[:, 0]
+        partner = torch.arange(b)
+        if len(ids) and len(negs):
+            partner[ids] = negs[torch.randint(0, len(negs), (len(ids),), generator=gen)]
+            partner[negs] = ids[torch.randint(0, len(ids), (len(negs),), generator=gen)]
+        lam = beta_draws(alpha, 1, gen)[0]
+        partner = partner.to(dev)
+        n_all = tip.shape[0]
+        out["z_cd"] = F.normalize(lam * f + (1 - lam) * f[partner], dim=-1)
+        out["target_cd"] = (lam * F.one_hot(y, n_all).float()
+                            + (1 - lam) * F.one_hot(y[partner], n_all).float())
+        out["partner"], out["lam_cd"] = partner, lam
+    return out
 
 
 def beta_draws(alpha: float, n: int, gen: torch.Generator) -> torch.Tensor:

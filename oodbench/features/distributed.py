@@ -93,6 +93,16 @@ def barrier() -> None:
         dist.barrier()
 
 
+def broadcast(obj: T) -> T:
+    """Rank 0's ``obj`` on every rank (a picklable value: an artifact's sha256, a summary), so
+    that what rank 0 alone computed (it alone writes files) keys the same cache entries on all."""
+    if not active():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def shard(items: Sequence[T]) -> list[T]:
     """This rank's share of ``items``: every ``world_size``-th one, starting at ``rank``."""
     return list(items[rank()::world_size()])

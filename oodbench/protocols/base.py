@@ -13,6 +13,8 @@ from typing import ClassVar
 
 from oodbench.data.manifest import Manifest
 
+SMOKE_SHOTS = 16  # images per class a --limit'ed training split keeps (the papers' most shots)
+
 
 @dataclass(frozen=True)
 class ImageSet:
@@ -50,6 +52,31 @@ class Protocol:
     def sets(self) -> list[ImageSet]:
         """Every set the test phase extracts: ID test set, shifted-ID sets, then the OOD sets."""
         return [self.id_test, *self.extra_id, *self.ood]
+
+    def limit_training(self, n: int | None) -> Protocol:
+        """A copy whose training split holds at most ``n`` images (``--limit``).
+
+        The runner limits the test and val sets as it extracts them; this bounds what detectors
+        train on as well, so that a smoke run of a trainable detector is as short as one of a
+        zero-shot one. Few-shot samplers need whole classes, so the split keeps
+        ``max(1, n // SMOKE_SHOTS)`` classes spread evenly over its label set, each with its first
+        ``SMOKE_SHOTS`` images (all ``n`` in one class when ``n < SMOKE_SHOTS``): enough for the
+        papers' 16-shot training.
+        """
+        if n is None or self.train is None or n >= len(self.train.manifest):
+            return self
+        from dataclasses import replace
+
+        m = self.train.manifest
+        by_class: dict[int, list[int]] = {}
+        for i, y in enumerate(m.labels):
+            by_class.setdefault(y, []).append(i)
+        classes = sorted(by_class)
+        k = max(1, min(len(classes), n // SMOKE_SHOTS))
+        per_class = n if k == 1 else SMOKE_SHOTS
+        chosen = [classes[int(j * len(classes) / k)] for j in range(k)]
+        keep = sorted(i for c in chosen for i in by_class[c][:per_class])
+        return replace(self, train=replace(self.train, manifest=m.subset(keep)))
 
     def training_classnames(self) -> list[str]:
         """Class names of the few-shot training split (not the test label set for unseen-ID)."""

@@ -14,13 +14,16 @@ from pathlib import Path
 
 from oodbench.data.classnames import imagenet1k_classnames, imagenet1k_wnids
 from oodbench.protocols.classlists import imagenet_ar_wnids, imagenet_names_of, wnid_table
-from oodbench.protocols.folders import FolderProtocol, SetSpec
+from oodbench.protocols.folders import FolderProtocol, Layout, SetSpec
+from oodbench.protocols.openood import download_command
 from oodbench.registry import PROTOCOLS
 
 MOS_URL = "http://pages.cs.wisc.edu/~huangrui/imagenet_ood_dataset"
 IMAGENET_SOURCE = (
     "ILSVRC-2012 validation images from image-net.org (registration required), sorted into one "
-    "folder per WNID (e.g. with the valprep.sh script) so that imagenet/val/n01440764/*.JPEG exists"
+    "folder per WNID (e.g. with the valprep.sh script) so that imagenet/val/n01440764/*.JPEG "
+    "exists, or left flat as ILSVRC2012_img_val.tar unpacks and labelled in place by `oodbench "
+    "data prepare imagenet-val --ground-truth LOC_val_solution.csv`"
 )
 IMAGENET_TRAIN_SOURCE = (
     "ILSVRC-2012 training images from image-net.org, as imagenet/train/<wnid>/*.JPEG "
@@ -46,6 +49,60 @@ MOS4_OOD = (
 )
 
 
+# ---------------------------------------------------------------------------- other layouts
+
+MCM_SOURCE = (
+    "MCM's layout (https://github.com/deeplearning-wisc/MCM, README 'Data Preparation'): "
+    "datasets/ImageNet/{train,val}/<wnid>/ and datasets/ImageNet_OOD_dataset/{iNaturalist,SUN,"
+    "Places}/images/ (the MOS tars) and datasets/ImageNet_OOD_dataset/dtd/images/ (DTD)"
+)
+MCM_LAYOUT = Layout(
+    "mcm",
+    "MCM's --root-dir: ImageNet/{train,val} and ImageNet_OOD_dataset/{iNaturalist,SUN,Places,dtd}",
+    MCM_SOURCE,
+    markers=("ImageNet_OOD_dataset", "ImageNet/val"),
+    prefixes=("", "datasets/"),
+    moves={
+        "imagenet/val": {"path": "ImageNet/val"},
+        "imagenet/train": {"path": "ImageNet/train"},
+        **{f"{s}/images": {"path": f"ImageNet_OOD_dataset/{s}/images"}
+           for s in ("iNaturalist", "SUN", "Places")},
+        "dtd/images": {"path": "ImageNet_OOD_dataset/dtd/images"},
+    },
+)
+VLM_LISTS = "benchmark_imglist/imagenet"
+VLM_SOURCE = (
+    "OpenOOD-VLM's / KR-NFT's layout (configs/datasets/imagenet/imagenet_traditional_four_ood.yml "
+    "of https://github.com/YBZh/OpenOOD-VLM): images under images_largescale/ read through "
+    f"{VLM_LISTS}/test_imagenet_all.txt (ID), test_inaturalist.txt, test_sun.txt, "
+    "test_places.txt, test_dtd.txt (its imglist_generator.py writes the last three from "
+    "images_largescale/{SUN,Places}/images and dtd/images); in a clone of OpenOOD "
+    f"`{download_command('imagenet-1k')}` fetches benchmark_imglist/ and the ImageNet and "
+    "iNaturalist images, the MOS tars and DTD go to images_largescale/{SUN,Places,dtd}/"
+)
+
+
+def _vlm(file: str) -> dict:
+    return {"path": "images_largescale", "imglist": f"{VLM_LISTS}/{file}", "source": VLM_SOURCE}
+
+
+OPENOOD_VLM_LAYOUT = Layout(
+    "openood-vlm",
+    "OpenOOD-VLM / KR-NFT: the MOS four as image lists under images_largescale/",
+    VLM_SOURCE,
+    markers=(f"{VLM_LISTS}/test_sun.txt", f"{VLM_LISTS}/test_imagenet_all.txt"),
+    moves={
+        "imagenet/val": _vlm("test_imagenet_all.txt"),
+        "imagenet/train": _vlm("train_imagenet.txt"),
+        "iNaturalist/images": _vlm("test_inaturalist.txt"),
+        "SUN/images": _vlm("test_sun.txt"),
+        "Places/images": _vlm("test_places.txt"),
+        "dtd/images": _vlm("test_dtd.txt"),
+    },
+)
+IMAGENET_LAYOUTS = (MCM_LAYOUT, OPENOOD_VLM_LAYOUT)
+
+
 @PROTOCOLS.register("imagenet1k-mos4")
 class ImageNet1kMOS4(FolderProtocol):
     """ImageNet-1k val (50k) vs iNaturalist, SUN, Places, Textures (the MOS four)."""
@@ -59,6 +116,7 @@ class ImageNet1kMOS4(FolderProtocol):
         SetSpec("ImageNet-1k-train", "train", "imagenet/train", None, IMAGENET_TRAIN_SOURCE,
                 optional=True),
     )
+    layouts = IMAGENET_LAYOUTS
     classnames_fn = staticmethod(imagenet1k_classnames)
 
     def class_folders(self, root: Path, spec: SetSpec) -> list[str] | None:
@@ -84,6 +142,7 @@ class ImageNet100MOS4(FolderProtocol):
         SetSpec("ImageNet-100-train", "train", "imagenet/train", None, IMAGENET_TRAIN_SOURCE,
                 optional=True, classes=tuple(_imagenet100()[0]), only_listed=True),
     )
+    layouts = IMAGENET_LAYOUTS
     classnames_fn = staticmethod(lambda: _imagenet100()[1])
     notes = ("Class names are MCM's (Keras-style imagenet_class_index.json names) in sorted-WNID "
              "label order; MCM's own code lists them in class_list.txt order, which changes ID "
@@ -117,6 +176,7 @@ SHIFTED = {"v2": IMAGENET_V2, "sketch": IMAGENET_SKETCH, "a": IMAGENET_A, "r": I
 class CovariateShift(FolderProtocol):
     """ImageNet variants count as ID (never OOD): ID accuracy and OOD detection vs the MOS four."""
 
+    layouts = IMAGENET_LAYOUTS
     classnames_fn = staticmethod(imagenet1k_classnames)
 
     def class_folders(self, root: Path, spec: SetSpec) -> list[str] | None:
@@ -189,6 +249,7 @@ class HardOODImageNet10(FolderProtocol):
         SetSpec("ImageNet-20", "ood", "imagenet/val", 1_000, IMAGENET_SOURCE, "near",
                 classes=tuple(_in20()[0]), only_listed=True),
     )
+    layouts = IMAGENET_LAYOUTS
     classnames_fn = staticmethod(lambda: _in10()[1])
 
 
@@ -205,5 +266,6 @@ class HardOODImageNet20(FolderProtocol):
         SetSpec("ImageNet-10", "ood", "imagenet/train", 13_000, IMAGENET_TRAIN_SOURCE, "near",
                 classes=tuple(_in10()[0]), only_listed=True),
     )
+    layouts = IMAGENET_LAYOUTS
     classnames_fn = staticmethod(lambda: _in20()[1])
     notes = "MCM reads ImageNet-10 as OOD from its train split (ImageNet10/train); so does this."

@@ -5,7 +5,8 @@ images under ``images_largescale/`` (``images_classic/`` for Textures), exactly 
 download script lays them out. ID test is the 45k list, ID val the 5k list. The OOD validation
 split is OpenImage-O's val list, disjoint from every test set (OpenOOD-VLM's configs use NINCO,
 a test set, for model selection; oodbench does not). The full-spectrum variant counts ImageNet-V2,
--C and -R as ID (they must not be flagged).
+-C, -R and -ES as ID (they must not be flagged), as OpenOOD's ``imagenet_fsood.yml`` and its
+evaluation API's ``csid`` sets do.
 """
 
 from __future__ import annotations
@@ -14,18 +15,35 @@ from oodbench.data.classnames import imagenet1k_classnames
 from oodbench.protocols.folders import FolderProtocol, SetSpec
 from oodbench.registry import PROTOCOLS
 
+
+def download_command(*benchmarks: str) -> str:
+    """OpenOOD's dataset download command for some of its benchmarks (names as its download.py's
+    ``benchmarks_dict``: ``imagenet-1k``, ``cifar-10``, ``cifar-100``; shipped in
+    ``oodbench/data/files/openood_download_names.txt`` and checked by the tests)."""
+    return ("python scripts/download/download.py --contents datasets --datasets "
+            f"{' '.join(benchmarks)} --save_dir DATA_ROOT")
+
+
 OPENOOD_SOURCE = (
-    "OpenOOD v1.5: run scripts/download/download.py from https://github.com/Jingkang50/OpenOOD "
-    "(--contents datasets --datasets imagenet_1k --save_dir DATA_ROOT, which fetches "
-    "benchmark_imglist/ and the OOD images); put the ILSVRC-2012 val images (from image-net.org) "
-    "flat in images_largescale/imagenet_1k/val/"
+    "OpenOOD v1.5: in a clone of https://github.com/Jingkang50/OpenOOD run "
+    f"`{download_command('imagenet-1k')}`; it fetches benchmark_imglist/ and every image set "
+    "of the benchmark, the ILSVRC-2012 val images included (images_largescale/imagenet_1k/val/, "
+    "flat)"
+)
+IMAGENET_ES_SOURCE = (
+    "ImageNet-ES (OpenOOD v1.5 full-spectrum): download.py does not list it; OpenOOD's evaluation "
+    "API fetches it with the rest of the ImageNet-1k benchmark: in a clone of "
+    "https://github.com/Jingkang50/OpenOOD run `python -c \"from openood.evaluation_api.datasets "
+    "import data_setup; data_setup('DATA_ROOT', 'imagenet')\"`, which writes "
+    "images_largescale/imagenet_es/; it fetches benchmark_imglist/ only when that folder is "
+    "absent, so move an older one that lacks imagenet/test_imagenet_es.txt away first"
 )
 LARGE, CLASSIC, LISTS = "images_largescale", "images_classic", "benchmark_imglist/imagenet"
 
 
 def _list(name: str, role: str, file: str, n: int | None, group: str = "",
-          images: str = LARGE) -> SetSpec:
-    return SetSpec(name, role, images, n, OPENOOD_SOURCE, group, imglist=f"{LISTS}/{file}")
+          images: str = LARGE, source: str = OPENOOD_SOURCE) -> SetSpec:
+    return SetSpec(name, role, images, n, source, group, imglist=f"{LISTS}/{file}")
 
 
 OPENOOD_SETS = (
@@ -42,6 +60,7 @@ CSID_SETS = (
     _list("ImageNet-V2", "shifted-id", "test_imagenet_v2.txt", 10_000),
     _list("ImageNet-C", "shifted-id", "test_imagenet_c.txt", None),
     _list("ImageNet-R", "shifted-id", "test_imagenet_r.txt", 30_000),
+    _list("ImageNet-ES", "shifted-id", "test_imagenet_es.txt", None, source=IMAGENET_ES_SOURCE),
 )
 
 
@@ -59,10 +78,12 @@ class OpenOODImageNet1k(FolderProtocol):
 
 @PROTOCOLS.register("openood-v1.5-imagenet1k-fs")
 class OpenOODImageNet1kFS(FolderProtocol):
-    """OpenOOD v1.5 full-spectrum: ImageNet-V2/-C/-R count as ID beside the 45k ID test set."""
+    """OpenOOD v1.5 full-spectrum: ImageNet-V2/-C/-R/-ES count as ID beside the 45k ID test set."""
 
     name = "openood-v1.5-imagenet1k-fs"
-    version = "1"
-    description = "OpenOOD v1.5 ImageNet-1k full-spectrum: ImageNet-V2/-C/-R count as ID"
+    version = "2"  # 2: ImageNet-ES joined the shifted-ID sets, as in OpenOOD's imagenet_fsood.yml
+    description = "OpenOOD v1.5 ImageNet-1k full-spectrum: ImageNet-V2/-C/-R/-ES count as ID"
     sets = OPENOOD_SETS + CSID_SETS
     classnames_fn = staticmethod(imagenet1k_classnames)
+    notes = ("ImageNet-ES joined OpenOOD's full-spectrum shifted-ID sets in July 2024 (OpenOOD "
+             "commit 66a007c); numbers published before then (e.g. LAPT's Table A3) exclude it.")

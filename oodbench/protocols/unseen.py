@@ -16,15 +16,20 @@ from __future__ import annotations
 from oodbench.data.classnames import imagenet1k_classnames, imagenet1k_wnids
 from oodbench.protocols.classlists import half, names
 from oodbench.protocols.folders import FolderProtocol, SetSpec
-from oodbench.protocols.imagenet import IMAGENET_SOURCE, IMAGENET_TRAIN_SOURCE, MOS4_OOD
+from oodbench.protocols.imagenet import (
+    IMAGENET_LAYOUTS,
+    IMAGENET_SOURCE,
+    IMAGENET_TRAIN_SOURCE,
+    MOS4_OOD,
+)
+from oodbench.protocols.openood import download_command
 from oodbench.registry import PROTOCOLS
 
 IMAGENET_TRAIN = SetSpec("ImageNet-1k-train", "train", "imagenet/train", None,
                          IMAGENET_TRAIN_SOURCE, optional=True)
 OPENOOD_CLASSIC = (
-    "OpenOOD v1.5: run scripts/download/download.py from https://github.com/Jingkang50/OpenOOD "
-    "(--contents datasets --datasets {which} --save_dir DATA_ROOT), which fetches "
-    "benchmark_imglist/{which}/ and the images under images_classic/"
+    "OpenOOD v1.5: in a clone of https://github.com/Jingkang50/OpenOOD run `{command}`, which "
+    "fetches benchmark_imglist/{which}/ and the images under images_classic/"
 )
 
 
@@ -38,7 +43,8 @@ class UnseenID(FolderProtocol):
 
 
 def _cifar_sets(which: str, near: tuple[str, str]) -> tuple[SetSpec, ...]:
-    src = OPENOOD_CLASSIC.format(which=which)
+    src = OPENOOD_CLASSIC.format(
+        which=which, command=download_command(which.replace("cifar", "cifar-")))
 
     def lst(name, role, file, n, group=""):
         return SetSpec(name, role, "images_classic", n, src, group,
@@ -145,6 +151,7 @@ class UnseenImageNetNew(UnseenID):
         SetSpec("ImageNet-base-train", "train", "imagenet/train", None, IMAGENET_TRAIN_SOURCE,
                 optional=True, classes=tuple(imagenet1k_wnids()[:500]), only_listed=True),
     )
+    layouts = IMAGENET_LAYOUTS
     classnames_fn = staticmethod(lambda: imagenet1k_classnames()[500:])
     train_classnames_fn = staticmethod(lambda: imagenet1k_classnames()[:500])
 

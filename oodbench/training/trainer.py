@@ -10,7 +10,9 @@ A trainable detector hands :func:`train_artifact` the module holding its learnab
 - sets the learning rate per step (cosine by default, optional constant warm-up);
 - runs under autocast (bf16) on CUDA with fp32 master weights, plain fp32 on CPU;
 - selects the model only with ``val_fn`` (the protocol's val split), never a test set;
-- shows a rich progress bar with the running loss.
+- shows its progress (:class:`TrainProgress`): epoch, step, running loss, lr, images/s and ETA, as a
+  rich bar on a terminal and as plain lines every ``PLAIN_EVERY_S`` seconds (and at the end) when
+  the output goes to a file or pipe, where a bar would only write control characters.
 
 The returned dict goes into ``ctx.info["train"]`` and from there into the result record.
 """
@@ -19,9 +21,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -29,7 +33,7 @@ import torch
 
 from oodbench.features.cache import spec_key
 from oodbench.io import atomic_write
-from oodbench.progress import progress
+from oodbench.progress import console
 from oodbench.training.artifact import artifact_paths, load_artifact, save_artifact
 
 TRAINER_VERSION = "1"
@@ -94,6 +98,83 @@ def steps_for_epochs(n: int, batch_size: int, epochs: float, drop_last: bool = F
     return max(1, int(round(epochs * max(1, per_epoch))))
 
 
+PLAIN_EVERY_S = 30.0
+
+
+def _clock(seconds: float) -> str:
+    return str(timedelta(seconds=int(max(0.0, seconds))))
+
+
+class TrainProgress:
+    """What a training run shows while it runs: epoch, step, running loss, lr, images/s and ETA.
+
+    On a terminal (stderr is a tty) a rich bar carries these fields; otherwise (a log file, a pipe,
+    a batch job) :meth:`update` prints one plain line every ``every_s`` seconds and at the last
+    step, so a long run leaves a readable trace instead of control characters. Rates and the ETA
+    count only the steps of this process (a resumed run does not credit the steps it loaded).
+    ``steps_per_epoch`` and ``images_per_step`` are optional: without them the line shows no epoch
+    and steps/s instead of images/s. Nothing is shown when ``quiet``.
+    """
+
+    def __init__(self, desc: str, total: int, start: int = 0, *, quiet: bool = False,
+                 steps_per_epoch: int | None = None, images_per_step: int | None = None,
+                 every_s: float = PLAIN_EVERY_S, terminal: bool | None = None):
+        self.desc, self.total, self.start, self.quiet = desc, total, start, quiet
+        self.steps_per_epoch, self.images_per_step = steps_per_epoch, images_per_step
+        self.every_s = every_s
+        self.terminal = sys.stderr.isatty() if terminal is None else terminal
+        self.lines: list[str] = []  # the plain lines printed (kept for tests)
+        self._bar_cm = None
+
+    def __enter__(self) -> TrainProgress:
+        self.t0 = self._last = time.perf_counter()
+        if not self.quiet and self.terminal:
+            from rich.progress import BarColumn, Progress, TextColumn
+
+            # a compact bar: the text already carries step, rate and ETA
+            self._bar_cm = Progress(TextColumn("[bold]{task.description}"),
+                                    BarColumn(bar_width=20), TextColumn("{task.fields[extra]}"),
+                                    console=console, transient=False)
+            self.bar = self._bar_cm.__enter__()
+            self.task = self.bar.add_task(self.desc, total=self.total, completed=self.start,
+                                          extra="")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._bar_cm is not None:
+            self._bar_cm.__exit__(*exc)
+
+    def fields(self, done: int, loss: float, lr: float) -> str:
+        """The status text after ``done`` steps (epoch, step, loss, lr, rate, ETA)."""
+        elapsed = max(1e-9, time.perf_counter() - self.t0)
+        rate = (done - self.start) / elapsed  # steps per second in this process
+        parts = []
+        if self.steps_per_epoch:
+            epochs = -(-self.total // self.steps_per_epoch)
+            parts.append(f"epoch {min(epochs, done // self.steps_per_epoch + 1)}/{epochs}")
+        parts += [f"step {done}/{self.total}", f"loss {loss:.4f}", f"lr {lr:.2e}"]
+        parts.append(f"{rate * self.images_per_step:.1f} img/s" if self.images_per_step
+                     else f"{rate:.2f} steps/s")
+        eta = (self.total - done) / rate if rate > 0 else float("nan")
+        parts.append(f"ETA {_clock(eta)}" if math.isfinite(eta) else "ETA ?")
+        return "  ".join(parts)
+
+    def update(self, done: int, loss: float, lr: float) -> None:
+        """Report that ``done`` steps are finished (bar on a terminal, plain lines otherwise)."""
+        if self.quiet:
+            return
+        text = self.fields(done, loss, lr)
+        if self.terminal:
+            self.bar.update(self.task, completed=done, extra=text)
+            return
+        now = time.perf_counter()
+        if now - self._last >= self.every_s or done == self.total:
+            self._last = now
+            line = f"{self.desc}: {text}"
+            self.lines.append(line)
+            console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
 class Interrupted(RuntimeError):
     """Raised by a test hook to simulate a run killed midway (no graceful save)."""
 
@@ -103,8 +184,10 @@ class Trainer:
 
     def __init__(self, module: torch.nn.Module, loss_fn: LossFn, cfg: TrainConfig, run_dir: Path,
                  device: torch.device, desc: str = "train", quiet: bool = True,
-                 val_fn: Callable[[], float] | None = None):
+                 val_fn: Callable[[], float] | None = None, steps_per_epoch: int | None = None,
+                 images_per_step: int | None = None):
         self.module, self.loss_fn, self.cfg, self.run_dir = module, loss_fn, cfg, Path(run_dir)
+        self.steps_per_epoch, self.images_per_step = steps_per_epoch, images_per_step
         self.device, self.desc, self.quiet, self.val_fn = torch.device(device), desc, quiet, val_fn
         self.params = [p for p in module.parameters() if p.requires_grad]
         self.optim = self._optimizer()
@@ -160,8 +243,9 @@ class Trainer:
         start = self._load_checkpoint()
         t0 = time.perf_counter()
         self.module.train()
-        with progress(self.quiet) as bar:
-            task = bar.add_task(self.desc, total=cfg.total, completed=start, extra="")
+        with TrainProgress(self.desc, cfg.total, start, quiet=self.quiet,
+                           steps_per_epoch=self.steps_per_epoch,
+                           images_per_step=self.images_per_step) as shown:
             for step in range(start, cfg.total):
                 lr = lr_at(step, cfg)
                 for g in self.optim.param_groups:
@@ -180,8 +264,7 @@ class Trainer:
                 if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.total:
                     self._save_checkpoint(done)
                 recent = self.losses[-20:]
-                bar.update(task, advance=1,
-                           extra=f"loss {sum(recent) / len(recent):.4f} lr {lr:.2e}")
+                shown.update(done, sum(recent) / len(recent), lr)
         self._validate(cfg.total)
         if self.best_state is not None:
             self.module.load_state_dict(self.best_state)
@@ -200,11 +283,13 @@ def artifact_key(name: str, spec: dict, cfg: TrainConfig) -> str:
 
 def train_artifact(module: torch.nn.Module, loss_fn: LossFn, cfg: TrainConfig, *, name: str,
                    spec: dict, artifact_dir: Path, device: torch.device, quiet: bool = True,
-                   val_fn: Callable[[], float] | None = None) -> dict:
+                   val_fn: Callable[[], float] | None = None, steps_per_epoch: int | None = None,
+                   images_per_step: int | None = None) -> dict:
     """Train ``module`` (or load the finished artifact of an identical run); returns the train info.
 
     The final weights are ``<artifact_dir>/train/<name>/<key>/final.pt`` with a ``final.json``
     sidecar holding their sha256 and the key's spec; one whose sum does not match is retrained.
+    ``steps_per_epoch`` and ``images_per_step`` only feed the progress display (not the key).
     """
     key = artifact_key(name, spec, cfg)
     run_dir = Path(artifact_dir) / "train" / name / key
@@ -217,7 +302,8 @@ def train_artifact(module: torch.nn.Module, loss_fn: LossFn, cfg: TrainConfig, *
         module.eval()
         return {**info, **meta["result"], "sha256": meta["sha256"], "loaded": True}
     trainer = Trainer(module, loss_fn, cfg, run_dir, device, desc=f"train {name}", quiet=quiet,
-                      val_fn=val_fn)
+                      val_fn=val_fn, steps_per_epoch=steps_per_epoch,
+                      images_per_step=images_per_step)
     result = trainer.fit()
     state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
     sha = save_artifact(run_dir, state, {"key": key, "spec": spec, "result": result,
