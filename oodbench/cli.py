@@ -277,7 +277,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
             )
         )
     # plots too, so that a rebuild keeps the links (and PNGs) that `leaderboard --plots` made
-    written = build_leaderboards(Path(args.results_dir), None, plots=True)
+    # a bench with --limit tabulates its smoke rows (marked as such), else it would have none
+    written = build_leaderboards(Path(args.results_dir), None, plots=True,
+                                 include_limited=bool(args.limit))
     for path in written:
         say(f"leaderboard: {path}", args.quiet)
     return 0
