@@ -6,8 +6,11 @@ User errors (unknown names, bad configs, missing data) print one message and exi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import yaml
@@ -67,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--data-root", help="data root (default $OODBENCH_DATA)")
     r.add_argument(
-        "--cache-dir", help="cache directory (default $OODBENCH_CACHE or .oodbench-cache)"
+        "--cache-dir", help="cache directory (default $OODBENCH_CACHE or .oodbench-cache; an empty "
+        "value counts as unset)"
     )
     r.add_argument("--results-dir", help="results directory (default results)")
     r.add_argument("--device", help="auto | cpu | cuda[:N] (default auto)")
@@ -138,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--results-dir", default="results")
     lb.add_argument("--out", help="output folder (default <results-dir>/leaderboard)")
     lb.add_argument("--plots", action="store_true", help="also write ROC curves and histograms")
+    lb.add_argument("--include-limited", action="store_true",
+                    help="also tabulate smoke runs (--limit), as rows of their own")
     lb.add_argument("--quiet", action="store_true")
 
     d = sub.add_parser("data", help="check a data root for a protocol, index it, or prepare it")
@@ -271,7 +277,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
             )
         )
     # plots too, so that a rebuild keeps the links (and PNGs) that `leaderboard --plots` made
-    written = build_leaderboards(Path(args.results_dir), None, plots=True)
+    # a bench with --limit tabulates its smoke rows (marked as such), else it would have none
+    written = build_leaderboards(Path(args.results_dir), None, plots=True,
+                                 include_limited=bool(args.limit))
     for path in written:
         say(f"leaderboard: {path}", args.quiet)
     return 0
@@ -314,7 +322,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from oodbench.leaderboard import build_leaderboards
 
     written = build_leaderboards(
-        Path(args.results_dir), Path(args.out) if args.out else None, plots=args.plots
+        Path(args.results_dir), Path(args.out) if args.out else None, plots=args.plots,
+        include_limited=args.include_limited,
     )
     if not args.quiet:
         for path in written:
@@ -347,7 +356,7 @@ def cmd_data(args: argparse.Namespace) -> int:
             )
         index_protocol(proto, Path(root))
         return 0
-    cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()  # "" is unset
     kw = {"deep": True} if args.deep else {}
     problems = proto.check(Path(root) if root else None, cache, **kw)
     note = proto.layout_note(Path(root)) if isinstance(proto, FolderProtocol) and root else ""
@@ -360,6 +369,8 @@ def cmd_data(args: argparse.Namespace) -> int:
         for pr in problems:
             print(f"  - {pr}", file=sys.stderr)
         return 2
+    for n in getattr(proto, "link_notes", lambda r: [])(Path(root)) if root else []:
+        print(f"  note: {n}", file=sys.stderr)
     shallow = " (folders, lists and counts; --deep also decodes every image)" if (
         root and not args.deep) else ""
     print(f"{args.protocol}: data root {root or '(built-in)'}{layout} is ready{shallow}")
@@ -399,15 +410,22 @@ def cmd_cache(args: argparse.Namespace) -> int:
     from oodbench.features.cache import Cache
 
     cache = Cache(args.cache_dir)
+    cache.require_marker(args.cache_command)  # nothing but an oodbench cache is touched
+    strangers = cache.strangers()
     if args.cache_command == "ls":
         entries = cache.entries()
         for e in entries:
-            what = e.spec.get("kind") or e.spec.get("detector", {}).get("name") or "text"
-            print(f"{e.level:7s} {e.key}  {e.bytes / 1e6:9.2f} MB  {what}")
+            det = e.spec.get("detector")
+            what = e.spec.get("kind") or (det.get("name") if isinstance(det, dict) else None)
+            print(f"{e.level:7s} {e.key}  {e.bytes / 1e6:9.2f} MB  {what or 'text'}")
         print(
             f"{len(entries)} entries, {sum(e.bytes for e in entries) / 1e6:.1f} MB in {cache.root}"
+            + (f"; {len(strangers)} item(s) that are not the cache's (`cache verify` lists them)"
+               if strangers else "")
         )
         return 0
+    for p in strangers:
+        print(f"not the cache's, left alone: {p}")
     if args.cache_command == "verify":
         bad = cache.verify()
         for d, why in bad:
@@ -434,6 +452,40 @@ def user_message(e: OodbenchError) -> str:
     return text[at + len(head):].strip() if at >= 0 else text.splitlines()[-1]
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an exception so that the run unwinds like a Ctrl-C (locks released,
+    finished chunks kept) and says so."""
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    """First Ctrl-C or SIGTERM: unwind. A second one while unwinding (the DataLoader shutting its
+    workers down) exits at once, without the traceback it would print from a destructor."""
+    def again(signum: int, frame: object) -> None:
+        print("oodbench: interrupted again; exiting now (finished chunks and records are kept)",
+              file=sys.stderr, flush=True)
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGINT, again)
+    signal.signal(signal.SIGTERM, again)
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+@contextlib.contextmanager
+def _signals():
+    """Install :func:`_on_signal` for SIGINT and SIGTERM (main thread only), then restore."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in old:
+        signal.signal(s, _on_signal)
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``oodbench`` console script."""
     args = build_parser().parse_args(argv)
@@ -445,17 +497,19 @@ def main(argv: list[str] | None = None) -> int:
         "data": cmd_data,
         "cache": cmd_cache,
     }
-    try:
-        return handlers[args.command](args)
-    except OodbenchError as e:
-        print(f"oodbench: error: {user_message(e)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(
-            "oodbench: interrupted; finished chunks and records are kept, rerun to resume",
-            file=sys.stderr,
-        )
-        return 130
+    with _signals():  # held until the unwound frames (and their DataLoader workers) are freed
+        try:
+            return handlers[args.command](args)
+        except OodbenchError as e:
+            print(f"oodbench: error: {user_message(e)}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt as e:
+            what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+            print(
+                f"oodbench: {what}; finished chunks and records are kept, rerun to resume",
+                file=sys.stderr,
+            )
+            return 143 if isinstance(e, Terminated) else 130
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ import hashlib
 import io
 import json
 import math
+import re
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +64,13 @@ class Run:
         """The detector directory name: the registered name, plus '@hash' for non-default params."""
         return self.path.parent.name
 
+    @property
+    def variant(self) -> str:
+        """What the file name says makes it another measurement ('limit100_1a2b3c4d'; '' for a
+        full run)."""
+        m = RECORD_NAME.fullmatch(self.path.name)
+        return (m.group(2) or "") if m else ""
+
 
 @dataclass
 class Row:
@@ -74,6 +83,7 @@ class Row:
     backbone: str
     runs: list[Run] = field(default_factory=list)
     explicit: tuple[str, ...] = ()  # params set by hand to their default (kept off toy presets)
+    variant: str = ""  # a --limit / --skip-unreadable measurement, kept apart from full runs
 
     @property
     def seeds(self) -> list[int]:
@@ -148,8 +158,17 @@ class Reported:
 
 # ----------------------------------------------------------------------------- reading records
 
+RECORD_NAME = re.compile(r"seed(\d+)(?:_([a-z0-9_]+))?\.json")
+"""A record's file name: ``seed<k>.json``, or ``seed<k>_<variant>.json`` for a limited run."""
+
+
 def load_runs(results_dir: Path) -> list[Run]:
-    """Every result record under ``<results_dir>/runs``, each with its path."""
+    """Every result record under ``<results_dir>/runs``, each with its path.
+
+    A file not named like a record (``seed0 (copy).json``) is left out with a warning, so that a
+    copy never counts as another seed; a record that cannot be read, or whose seed differs from
+    its name, stops the build naming the file.
+    """
     runs_dir = Path(results_dir) / "runs"
     paths = sorted(runs_dir.glob("*/*/*/seed*.json"))
     if not paths:
@@ -158,12 +177,50 @@ def load_runs(results_dir: Path) -> list[Run]:
             "seed<k>.json); run `oodbench run ...` first, or pass --results-dir")
     out = []
     for p in paths:
+        m = RECORD_NAME.fullmatch(p.name)
+        if m is None:
+            print(f"oodbench: warning: {p} is not named like a result record "
+                  "(seed<k>.json); left out of the leaderboard", file=sys.stderr)
+            continue
         try:
-            out.append(Run(p, ResultRecord.read(p)))
-        except (ValueError, TypeError, json.JSONDecodeError) as e:
-            raise LeaderboardError(f"result record {p} cannot be read: {e}; rerun that run or "
-                                   "move the file out of the results folder") from None
+            rec = ResultRecord.read(p)
+            problem = record_problem(rec)
+        except (OSError, ValueError, TypeError, AttributeError, KeyError) as e:
+            problem = f"{type(e).__name__}: {e}"
+        if problem is None and rec.seed != int(m.group(1)):
+            problem = f"it says seed {rec.seed!r} but is named {p.name}"
+        if problem is not None:
+            raise LeaderboardError(f"result record {p} cannot be read ({problem}); rerun that "
+                                   "run or move the file out of the results folder")
+        out.append(Run(p, rec))
     return out
+
+
+def record_problem(rec: ResultRecord) -> str | None:
+    """What in a record's shape the leaderboard cannot use, or None (checked before any table)."""
+    def number(v: object) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    checks = [
+        (isinstance(rec.seed, int) and not isinstance(rec.seed, bool), "seed is not an integer"),
+        (isinstance(rec.detector, dict) and isinstance(rec.detector.get("name"), str),
+         "detector has no name"),
+        (isinstance(rec.backbone, dict) and isinstance(rec.backbone.get("spec"), str),
+         "backbone has no spec"),
+        (isinstance(rec.protocol, dict) and isinstance(rec.protocol.get("name"), str)
+         and isinstance(rec.protocol.get("sets", {}), dict), "protocol has no name or sets"),
+        (isinstance(rec.metrics, dict) and all(
+            isinstance(v, dict) and all(number(x) or x is None for x in v.values())
+            for v in rec.metrics.values()), "metrics are not numbers per OOD set"),
+        (isinstance(rec.groups, dict) and all(isinstance(v, dict) for v in rec.groups.values()),
+         "groups are not metrics per group"),
+        (rec.id_accuracy is None or number(rec.id_accuracy), "id_accuracy is not a number"),
+        (isinstance(rec.timings, dict), "timings is not a mapping"),
+        (isinstance(rec.shifted, dict), "shifted is not a mapping"),
+        (rec.limit is None or isinstance(rec.limit, int), "limit is not an integer"),
+        (isinstance(rec.skipped_unreadable or {}, dict), "skipped_unreadable is not a mapping"),
+    ]
+    return next((why for ok, why in checks if not ok), None)
 
 
 def by_protocol(runs: Iterable[Run]) -> dict[str, list[Run]]:
@@ -246,10 +303,11 @@ def rows_of(runs: Sequence[Run]) -> list[Row]:
     for r in runs:
         det = r.record.detector
         bb = backbone_label(r.record.backbone)
-        key = (r.label, bb, str(det.get("version")))
+        key = (r.label, bb, str(det.get("version")), r.variant)
         row = rows.setdefault(key, Row(r.label, det["name"], str(det.get("version")),
                                        det.get("params", {}), bb,
-                                       explicit=tuple(det.get("explicit_defaults", ()))))
+                                       explicit=tuple(det.get("explicit_defaults", ())),
+                                       variant=r.variant))
         row.runs.append(r)
     for row in rows.values():
         row.runs.sort(key=lambda r: r.record.seed)
@@ -259,7 +317,8 @@ def rows_of(runs: Sequence[Run]) -> list[Row]:
 def _sort_key(row: Row) -> tuple:
     fpr = row.mean("average/fpr95")
     auroc = row.mean("average/auroc")
-    return (fpr if fpr is not None else math.inf, -(auroc or 0.0), row.label, row.backbone)
+    return (fpr if fpr is not None else math.inf, -(auroc or 0.0), row.label, row.backbone,
+            row.variant)
 
 
 def cell_value(rec: ResultRecord, key: str) -> float | None:
@@ -346,7 +405,7 @@ def default_reported_path(results_dir: Path) -> Path | None:
 
 def reported_for(row: Row, layout: Layout, reported: Sequence[Reported]) -> list[Reported]:
     """Reported numbers for a row with the paper-default params (no '@' label) on its protocol."""
-    if "@" in row.label:
+    if "@" in row.label or row.limit:  # a smoke run is not compared with a paper
         return []
     return [r for r in reported if r.detector == row.detector and r.protocol == layout.protocol
             and backbone_matches(r.backbone, row.backbone)]
@@ -498,6 +557,8 @@ def markdown_text(layout: Layout, rows: Sequence[Row], reported: Sequence[Report
     for row in rows:
         seeds = f"{len(row.runs)} ({','.join(map(str, row.seeds))})"
         name = row.label + (f" v{row.version}" if row.version != "1" else "")
+        if row.limit:
+            name += f" (smoke: ≤{row.limit} images/set)"
         train = [r.record.train or {} for r in row.runs]
         if any(t.get("paper_data") is False for t in train):
             name += " †"
@@ -630,18 +691,31 @@ def random_weights(rec: ResultRecord) -> bool:
 
 
 def build_leaderboards(results_dir: Path, out_dir: Path | None, plots: bool,
-                       reported_path: Path | None = None) -> list[Path]:
+                       reported_path: Path | None = None,
+                       include_limited: bool = False) -> list[Path]:
     """Write ``<out>/<protocol>.csv`` and ``.md`` for every protocol with records; return the paths.
 
     ``out_dir`` defaults to ``<results_dir>/leaderboard``; reported numbers come from
     ``reported_path`` or :func:`default_reported_path`. With ``plots``, ROC curves and score
-    histograms are written to ``<out>/<protocol>/`` and linked from the markdown.
+    histograms are written to ``<out>/<protocol>/`` and linked from the markdown. Smoke runs
+    (``--limit``) are left out unless ``include_limited``; then they are rows of their own,
+    marked as such.
     """
     results_dir = Path(results_dir)
     out = Path(out_dir) if out_dir else results_dir / "leaderboard"
     rpath = reported_path or default_reported_path(results_dir)
     reported = read_reported(rpath) if rpath else []
-    grouped = by_protocol(r for r in load_runs(results_dir) if not random_weights(r.record))
+    runs = [r for r in load_runs(results_dir) if not random_weights(r.record)]
+    limited = [r for r in runs if r.record.limit]
+    if limited and not include_limited:
+        runs = [r for r in runs if not r.record.limit]
+        print(f"oodbench: note: {len(limited)} smoke run(s) (--limit) left out of the "
+              "leaderboard; pass --include-limited to show them as rows of their own",
+              file=sys.stderr)
+        if not runs:
+            raise LeaderboardError(f"every result record under {Path(results_dir) / 'runs'} is "
+                                   "a smoke run (--limit); pass --include-limited to tabulate them")
+    grouped = by_protocol(runs)
     for protocol, runs in grouped.items():  # refuse before writing anything
         check_versions(protocol, runs)
     written = []

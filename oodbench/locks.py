@@ -49,8 +49,11 @@ class FileLock:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
                 try:  # 0o666 less the umask, like any new file: a group can share the cache
                     fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-                except PermissionError:  # another user's lock file: flock needs no write access
-                    fd = os.open(self.path, os.O_RDONLY)
+                except PermissionError as denied:  # another user's lock: flock needs no write
+                    try:
+                        fd = os.open(self.path, os.O_RDONLY)
+                    except FileNotFoundError:  # no lock file, and no right to create one
+                        raise denied from None
             except OSError as e:
                 raise LockError(
                     f"cannot create the lock file {self.path} ({e.strerror or e}); "

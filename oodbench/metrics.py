@@ -27,6 +27,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from oodbench.errors import OodbenchError
+
 METRICS_SCHEMA_VERSION = "1"
 RECALL_LEVEL = 0.95
 METRIC_KEYS = ("auroc", "fpr95", "fpr95_openood", "aupr_in", "aupr_out")
@@ -99,20 +101,25 @@ def _mean_over(
     return {k: math.fsum(float(per_set[n][k]) for n in names) / len(names) for k in keys}
 
 
+class MetricsError(OodbenchError, ValueError):
+    """Scores that no metric can use (non-finite, empty, misshapen); the message says which."""
+
+
 def _as_scores(x: ArrayLike, name: str) -> NDArray[np.float64]:
     """Validate one side's scores: a non-empty, finite, 1-D float64 array."""
     arr = np.asarray(x, dtype=np.float64)
     if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D (one score per sample), got shape {arr.shape}")
+        raise MetricsError(f"{name} must be 1-D (one score per sample), got shape {arr.shape}")
     if arr.size == 0:
-        raise ValueError(f"{name} is empty; metrics need at least one ID and one OOD score")
+        raise MetricsError(f"{name} is empty; metrics need at least one ID and one OOD score")
     bad = ~np.isfinite(arr)
     if bad.any():
         idx = np.flatnonzero(bad)
-        raise ValueError(
+        raise MetricsError(
             f"{name} has {idx.size} non-finite value(s) of {arr.size} "
             f"({int(np.isnan(arr).sum())} NaN, {int(np.isinf(arr).sum())} inf), "
-            f"first at index {idx[:5].tolist()}"
+            f"first at index {idx[:5].tolist()}; the detector's scores cannot be ranked (check "
+            "its features and hyperparameters, e.g. a temperature of 0 or inf)"
         )
     return arr
 

@@ -50,13 +50,14 @@ def plot_rows(layout: Layout, rows: Sequence[Row],
         scores = load_scores(run.path, run.record.scores_file)
         if scores is None or layout.id_set not in scores:
             continue
-        stem = _slug(f"{row.label}__{row.backbone}")
+        variant = f"_{row.variant}" if row.variant else ""  # a smoke run's own files
+        stem = _slug(f"{row.label}{variant}__{row.backbone}")
         title = f"{row.label} · {row.backbone} · {layout.protocol} (seed {run.record.seed})"
         ood = [s for s in layout.ood_sets if s in scores]
         roc, hist = folder / f"{stem}_roc.png", folder / f"{stem}_hist.png"
         _save(_roc_figure(scores, layout.id_set, ood, title), roc)
         _save(_hist_figure(scores, layout.id_set, ood, title), hist)
-        links[f"{row.label} on {row.backbone}"] = [
+        links[f"{row.label} on {row.backbone}" + (f" ({row.variant})" if variant else "")] = [
             ("ROC curves", f"{layout.protocol}/{roc.name}"),
             ("score histograms", f"{layout.protocol}/{hist.name}"),
         ]

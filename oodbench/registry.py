@@ -43,6 +43,11 @@ class UnknownNameError(OodbenchError, KeyError):
         return self.message
 
 
+class RegistryError(OodbenchError, TypeError):
+    """A plugin that cannot be used: it fails to import, is not the right kind of class, or takes
+    a built-in name."""
+
+
 @dataclass
 class Entry:
     """One registered name: a loaded object or a lazy ``module:attr`` target, plus a description."""
@@ -65,6 +70,7 @@ class Registry(Generic[T]):
         self._entries: dict[str, Entry] = {}
         self._frozen = False
         self._plugins_loaded = entry_point_group is None
+        self._clashes: list[str] = []  # plugins that take a built-in name
 
     def register(self, name: str, description: str = "") -> Callable[[T], T]:
         """Decorator that registers an object (usually a class) under ``name``."""
@@ -101,12 +107,21 @@ class Registry(Generic[T]):
         self._frozen = True
 
     def _load_plugins(self) -> None:
-        if self._plugins_loaded:
-            return
-        self._plugins_loaded = True
-        for ep in entry_points(group=self.entry_point_group):
-            if ep.name not in self._entries:
-                self._entries[ep.name] = Entry(ep.name, ep.value, f"(plugin {ep.value})", lazy=True)
+        if not self._plugins_loaded:
+            self._plugins_loaded = True
+            for ep in entry_points(group=self.entry_point_group):
+                old = self._entries.get(ep.name)
+                if old is None:
+                    self._entries[ep.name] = Entry(ep.name, ep.value, f"(plugin {ep.value})",
+                                                   lazy=True)
+                else:  # never shadow (or be shadowed by) a built-in silently
+                    built_in = old.target if old.lazy else _qualname(old.target)
+                    self._clashes.append(
+                        f"plugin {self.kind} {ep.name!r} ({ep.value}, entry point group "
+                        f"{self.entry_point_group}) takes the name of the built-in {built_in}")
+        if self._clashes:
+            raise RegistryError("; ".join(self._clashes) + ". Rename it in the plugin package's "
+                                "entry points (or uninstall that package)")
 
     def names(self) -> list[str]:
         """All registered names, sorted."""
@@ -134,14 +149,20 @@ class Registry(Generic[T]):
         """The object registered as ``name``; imports a lazy entry and checks the base class."""
         entry = self._entry(name)
         if entry.lazy:
-            obj = _resolve(entry.target)
+            try:
+                obj = _resolve(entry.target)
+            except Exception as e:  # a plugin's own import error, of any type
+                raise RegistryError(
+                    f"{self.kind} {name!r} ({entry.target}) cannot be imported "
+                    f"({type(e).__name__}: {e}); fix or reinstall the package that provides it, "
+                    "or uninstall it") from None
             entry = self._entries[name] = Entry(name, obj, entry.description, lazy=False)
         obj = entry.target
         base = _resolve(self.base) if isinstance(self.base, str) else self.base
         if base is not None and not (isinstance(obj, type) and issubclass(obj, base)):
-            raise TypeError(
+            raise RegistryError(
                 f"{self.kind} {name!r} resolves to {obj!r}, which is not a subclass of "
-                f"{base.__module__}.{base.__qualname__}"
+                f"{base.__module__}.{base.__qualname__}; a plugin must register such a class"
             )
         return obj
 
@@ -149,6 +170,10 @@ class Registry(Generic[T]):
 def _resolve(target: str) -> Any:
     module_name, attr = target.split(":", 1)
     return getattr(importlib.import_module(module_name), attr)
+
+
+def _qualname(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', repr(obj))}"
 
 
 def _first_doc_line(obj: Any) -> str:

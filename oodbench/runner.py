@@ -9,10 +9,11 @@ is extracted first, in one pass over each set, so an image is decoded and encode
 detectors, and of which kinds, the group holds.
 
 For each (detector, seed) the runner writes a :class:`~oodbench.record.ResultRecord` to
-``<results>/runs/<protocol>/<backbone>[@precision]/<detector>/seed<k>.json`` with the per-image
-scores beside it (``.npz``). Image features are shared by every detector of the run and, through
-the cache, of later runs; scores are cached too, so a rerun that changes nothing recomputes
-nothing.
+``<results>/runs/<protocol>/<backbone>[@precision]/<detector>/seed<k>[_<variant>].json`` with the
+per-image scores beside it (``.npz``); a ``--limit`` or ``--skip-unreadable`` run has a variant
+(:func:`measurement_suffix`), so it never replaces a full run's record. Image features are shared
+by every detector of the run and, through the cache, of later runs; scores are cached too, so a
+rerun that changes nothing recomputes nothing.
 
 The runner only orchestrates: features, their locks and the Context a detector is set up with
 come from ``features/provider.py``; scoring a set and the score cache from ``features/scores.py``.
@@ -46,7 +47,7 @@ from oodbench.detectors.base import (
     check_precision,
     resolve_precision,
 )
-from oodbench.errors import ConfigError
+from oodbench.errors import ConfigError, short_repr
 from oodbench.features import distributed
 from oodbench.features import scores as scoring
 from oodbench.features.cache import Cache, default_cache_dir, spec_key
@@ -87,12 +88,22 @@ class RunSpec:
         if isinstance(self.seeds, int):
             self.seeds = [self.seeds]
         if not all(isinstance(x, int) and not isinstance(x, bool) for x in self.seeds):
-            raise ConfigError(f"seeds must be integers like [0, 1, 2], got {self.seeds!r}")
+            raise ConfigError(
+                f"seeds must be integers like [0, 1, 2], got {short_repr(self.seeds)}")
+        if not all(0 <= x < 2**63 for x in self.seeds):
+            raise ConfigError(
+                f"seeds must be between 0 and 2**63 - 1, got {short_repr(self.seeds)}")
         if not all(isinstance(x, str) for x in self.detectors):
-            raise ConfigError(f"detectors must be names like [mcm, energy], got {self.detectors!r}")
+            raise ConfigError(
+                f"detectors must be names like [mcm, energy], got {short_repr(self.detectors)}")
+        for what, items in (("seed", self.seeds), ("detector", self.detectors)):
+            twice = sorted({str(x) for x in items if items.count(x) > 1})
+            if twice:
+                raise ConfigError(f"{what} {', '.join(twice)} is given twice; each {what} runs "
+                                  "once (its record would be written twice)")
         for det, values in self.params.items():
             if not isinstance(values, dict):
-                raise ConfigError(f"params.{det} must map FIELD: VALUE, got {values!r}")
+                raise ConfigError(f"params.{det} must map FIELD: VALUE, got {short_repr(values)}")
         for name in self.detectors:
             DETECTORS.describe(name)  # unknown -> suggestions
         PROTOCOLS.describe(self.protocol)  # unknown -> suggestions
@@ -105,6 +116,11 @@ class RunSpec:
             raise ConfigError(f"batch_size must be positive, got {self.batch_size}")
         if self.chunk_size <= 0:
             raise ConfigError(f"chunk_size must be positive, got {self.chunk_size}")
+        if self.workers is not None and self.workers < 0:
+            raise ConfigError(f"workers must be 0 (load in the main process) or more, got "
+                              f"{self.workers}")
+        if self.limit is not None and self.limit <= 0:
+            raise ConfigError(f"limit must be a positive number of images, got {self.limit}")
         check_precision(self.precision)
 
     @classmethod
@@ -158,9 +174,13 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError("--device cuda was requested but no CUDA device is available")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except (RuntimeError, TypeError):
-        raise ConfigError(f"device {name!r} unknown; use auto, cpu, cuda or cuda:N") from None
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):  # mps, meta, ...: not supported
+        raise ConfigError(f"device {short_repr(name)} unknown or unsupported; use auto, cpu, cuda "
+                          "or cuda:N")
+    return device
 
 
 def seed_everything(seed: int) -> None:
@@ -246,6 +266,17 @@ def record_stem(spec_dir: Path, detector: Detector, seed: int) -> Path:
     elif params != default:
         name += "@" + spec_key(params)[:8]
     return spec_dir / name / f"seed{seed}"
+
+
+def measurement_suffix(limit: int | None, skipped: dict[str, int], digests: dict[str, str]) -> str:
+    """'' for a full run; else ``_limit<N>``/``_skip<M>`` and 8 hex of the sets' manifest hashes,
+    so that a smoke run or a run without unreadable images never replaces a full run's record
+    (``seed0_limit100_1a2b3c4d``)."""
+    n_skipped = sum(int(v) for v in skipped.values())
+    if not limit and not n_skipped:
+        return ""
+    tags = ([f"limit{limit}"] if limit else []) + ([f"skip{n_skipped}"] if n_skipped else [])
+    return "_" + "_".join(tags) + "_" + spec_key(dict(sorted(digests.items())))[:8]
 
 
 def precision_groups(spec: RunSpec) -> dict[str, list[int]]:
@@ -410,6 +441,9 @@ def run_one(
         Path(spec.results_dir) / "runs" / protocol.name
         / backbone_dir(spec.backbone, backbone.precision, spec.preprocess), det, seed
     )
+    suffix = measurement_suffix(spec.limit, feats.skipped,
+                                {s.name: feats.manifest(s).digest() for s in sets})
+    stem = stem.with_name(stem.name + suffix)
     if distributed.is_main():  # under torchrun only rank 0 writes records
         atomic_save_npz(
             stem.with_suffix(".npz"),

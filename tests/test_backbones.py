@@ -139,7 +139,8 @@ def test_arch_random_runs_from_the_cli_and_the_record_says_so(tmp_path, standin_
                  "oodbench-tiny:random", "--data-root", str(standin_root), "--cache-dir",
                  str(tmp_path / "cache"), "--results-dir", str(results), "--limit", "4",
                  "--device", "cpu", "--quiet"]) == 0
-    rec = json.loads(next(results.glob("runs/imagenet1k-mos4/*/mcm/seed0.json")).read_text())
+    rec = json.loads(next(results.glob("runs/imagenet1k-mos4/*/mcm/seed0_limit4_*.json"))
+                     .read_text())
     assert rec["backbone"]["spec"] == "oodbench-tiny:random"
     assert rec["backbone"]["identity"]["random_weights"] is True
     # never ranked: the leaderboard leaves it out, and ranks a real run beside it
@@ -147,7 +148,8 @@ def test_arch_random_runs_from_the_cli_and_the_record_says_so(tmp_path, standin_
                  "tiny-random", "--data-root", str(standin_root), "--cache-dir",
                  str(tmp_path / "cache"), "--results-dir", str(results), "--limit", "4",
                  "--device", "cpu", "--quiet"]) == 0
-    assert main(["leaderboard", "--results-dir", str(results), "--quiet"]) == 0
+    assert main(["leaderboard", "--results-dir", str(results), "--quiet",
+                 "--include-limited"]) == 0
     board = (results / "leaderboard/imagenet1k-mos4.csv").read_text()
     assert "tiny-random" in board and "oodbench-tiny:random" not in board
 

@@ -212,6 +212,7 @@ def test_leftovers_are_not_damage_and_gc_removes_them(tmp_path):
     orphan = c.entry_dir("images", "ab" + "0" * 30)
     orphan.mkdir(parents=True)
     np.save(orphan / "data.npy", np.zeros(3))  # killed between the data and its sidecar
+    os.utime(orphan / "data.npy", (time.time() - 7200,) * 2)  # an hour ago: its writer died
     building = c.chunk_dir("images", {"x": 1})
     building.mkdir(parents=True)
     np.save(building / "000000000-000000002.npy", np.zeros(2))  # a build to resume

@@ -69,7 +69,7 @@ def limited_run(root: Path, tmp_path: Path, protocol: str = "imagenet1k-mos4",
                  "--data-root", str(root), "--cache-dir", str(tmp_path / "cache"),
                  "--results-dir", str(results), "--device", "cpu", "--limit", str(limit),
                  "--quiet"]) == 0
-    rec_path = next(results.glob(f"runs/{protocol}/**/mcm/seed0.json"))
+    rec_path = next(results.glob(f"runs/{protocol}/**/mcm/seed0_limit{limit}_*.json"))
     rec = json.loads(rec_path.read_text())
     with np.load(rec_path.parent / rec["scores_file"]) as z:
         return {k[len("labels/"):]: z[k] for k in z.files if k.startswith("labels/")}
@@ -420,7 +420,8 @@ def test_bench_takes_the_data_root_limit_and_params(standin_root, tmp_path):
                  "tiny-random", "--data-root", str(standin_root), "--limit", "4", "--param",
                  "mcm.temperature=2", "--cache-dir", str(tmp_path / "cache"), "--results-dir",
                  str(results), "--device", "cpu", "--quiet"]) == 0
-    rec = json.loads(next(results.glob("runs/imagenet1k-mos4/*/*/seed0.json")).read_text())
+    rec = json.loads(next(results.glob("runs/imagenet1k-mos4/*/*/seed0_limit4_*.json"))
+                     .read_text())
     assert rec["limit"] == 4 and rec["detector"]["params"]["temperature"] == 2
 
 

@@ -46,7 +46,10 @@ def test_mcm_equals_direct_computation_from_cached_features(mos4_run, standin_ro
         p = np.exp(s - s.max(1, keepdims=True))
         expected = (p / p.sum(1, keepdims=True)).max(1)
         np.testing.assert_allclose(saved[f"scores/{name}"], expected, rtol=1e-5, atol=1e-9)
-        np.testing.assert_array_equal(saved[f"preds/{name}"], s.argmax(1))
+        # the predicted class is the top one up to float32 rounding of the cosines (float32
+        # features and text, a dot product over the embedding width): a near tie may flip
+        picked = s[np.arange(len(s)), saved[f"preds/{name}"]]
+        assert (picked >= s.max(1) - f.shape[1] * np.finfo(np.float32).eps).all()
 
 
 def _lse(z):

@@ -44,4 +44,11 @@ def test_gradients_reach_only_the_context():
     pl()[1].sum().backward()
     grad = pl.ctx.grad
     assert grad[1].abs().sum() > 0 and grad[0].abs().sum() == 0 and grad[2].abs().sum() == 0
-    assert torch.equal(pl(index=torch.tensor([2])), pl()[2:3])
+    # One class alone or among three: the text tower runs on a batch of 1 or 3, whose float32
+    # GEMMs may round differently (9e-8 seen). Bound: each of the L layers and the projection
+    # sums W-term products of order-one values, so unit outputs move by at most (L + 1) W eps.
+    width = bb.model.token_embedding.weight.shape[1]
+    layers = len(bb.model.transformer.resblocks)
+    tol = (layers + 1) * width * torch.finfo(torch.float32).eps
+    with torch.no_grad():
+        torch.testing.assert_close(pl(index=torch.tensor([2])), pl()[2:3], atol=tol, rtol=0)

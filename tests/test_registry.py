@@ -65,3 +65,51 @@ def test_entry_point_plugins_are_listed(monkeypatch):
     monkeypatch.setattr("oodbench.registry.entry_points", lambda group: [ep])
     assert "plugin-det" in reg.names()
     assert reg.get("plugin-det").__name__ == "MCM"
+
+
+# Issue 16, case 9: plugins that cannot be used are errors naming them, through the CLI.
+
+
+@pytest.fixture
+def plugins(monkeypatch):
+    """Install entry points for DETECTORS as a plugin package would (reloaded per test)."""
+    from importlib.metadata import EntryPoint
+
+    import oodbench.registry as registry
+
+    def install(**targets: str) -> None:
+        eps = [EntryPoint(name=n, value=v, group="oodbench.detectors") for n, v in targets.items()]
+        monkeypatch.setattr(registry, "entry_points", lambda group: eps)
+        monkeypatch.setattr(DETECTORS, "_entries", dict(DETECTORS._entries))
+        monkeypatch.setattr(DETECTORS, "_plugins_loaded", False)
+        monkeypatch.setattr(DETECTORS, "_clashes", [])
+
+    return install
+
+
+@pytest.mark.parametrize("target, needle", [
+    ("no_such_module_xyz:Thing", "detector 'mine' (no_such_module_xyz:Thing) cannot be imported "
+                                 "(ModuleNotFoundError"),
+    ("collections:NoSuchThing", "cannot be imported (AttributeError"),
+    ("collections:OrderedDict", "is not a subclass of oodbench.detectors.base.Detector"),
+])
+def test_a_broken_plugin_is_named_not_a_traceback(plugins, capsys, tmp_path, standin_root,
+                                                  target, needle):
+    from oodbench.cli import main
+
+    plugins(mine=target)
+    code = main(["run", "--detector", "mine", "--protocol", "imagenet1k-mos4", "--backbone",
+                 "tiny-random", "--data-root", str(standin_root), "--quiet",
+                 "--cache-dir", str(tmp_path / "c"), "--results-dir", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("oodbench: error: ") and needle in err, err
+
+
+def test_a_plugin_taking_a_built_in_name_is_an_error_naming_both(plugins, capsys):
+    from oodbench.cli import main
+
+    plugins(mcm="my_pkg.detectors:MyMCM")
+    assert main(["list", "detectors"]) == 2
+    err = capsys.readouterr().err
+    assert "plugin detector 'mcm' (my_pkg.detectors:MyMCM" in err
+    assert "takes the name of the built-in oodbench.detectors.mcm" in err

@@ -100,7 +100,9 @@ def test_corrupt_truncated_and_empty_images_stop_the_run_listing_each(root, tmp_
 def test_skip_unreadable_scores_the_rest_and_records_the_count(root, tmp_path, capsys):
     damage(root)
     assert cli(capsys, "--skip-unreadable", data=root, tmp=tmp_path)[0] == 0
-    rec = json.loads((tmp_path / "results" / RECORD).read_text())
+    # a run without some images is another measurement: its own record, beside a full run's
+    (path,) = (tmp_path / "results" / RECORD).parent.glob("seed0_skip3_*.json")
+    rec = json.loads(path.read_text())
     assert rec["skipped_unreadable"] == {"SUN": 3}
     assert rec["protocol"]["sets"]["SUN"]["n"] == 5
     # the scores of the kept images are those of a clean run on the five good ones
@@ -343,7 +345,7 @@ def test_image_list_naming_missing_files(root, tmp_path, capsys, imglist_protoco
     code, err = cli(capsys, "--skip-unreadable", data=root, tmp=tmp_path,
                     protocol=imglist_protocol)
     assert code == 0, err
-    rec = json.loads(next((tmp_path / "results").rglob("seed0.json")).read_text())
+    rec = json.loads(next((tmp_path / "results").rglob("seed0_skip2_*.json")).read_text())
     assert rec["skipped_unreadable"] == {"OOD": 2}
 
 
@@ -567,3 +569,77 @@ def test_manifest_reader_refuses_a_checksum_mismatch_of_counts(tmp_path):
 
     with pytest.raises(DataError, match="some lines have a checksum and some do not"):
         parse_manifest_lines(["a.jpg\t0\t" + "0" * 64, "b.jpg\t1"], "m", tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 16, cases 9 and 11: odd file names, image lists and flags.
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("make, needle", [
+    (lambda d: os.symlink("loop", d / "loop"), "cannot be followed (a symbolic link loop?)"),
+    (lambda d: shutil.copy(d / "SUN_0.jpg", os.fsencode(d) + b"/\xff.jpg"), "'\\udcff.jpg'"),
+    (lambda d: shutil.copy(d / "SUN_0.jpg", d / "a\nb.jpg"), "'a\\nb.jpg'"),
+])
+def test_odd_entries_in_a_set_folder_are_named(root, tmp_path, capsys, make, needle):
+    make(root / "SUN" / "images")
+    code, err = cli(capsys, data=root, tmp=tmp_path)
+    assert_user_error(code, err, "SUN: ", needle)
+
+
+def test_a_non_utf8_name_in_a_class_folder_is_named(root, tmp_path, capsys):
+    d = sorted((root / "imagenet" / "val").iterdir())[0]
+    shutil.copy(next(d.iterdir()), os.fsencode(d) + b"/\xfe.JPEG")
+    code, err = cli(capsys, data=root, tmp=tmp_path)
+    assert_user_error(code, err, "ImageNet-1k: file names in", "not UTF-8", "'\\udcfe.JPEG'")
+
+
+def test_an_image_list_with_a_byte_order_mark_reads_its_first_path(root, tmp_path, capsys,
+                                                                    imglist_protocol):
+    write_lists(root)
+    ood = root / "lists" / "ood.txt"
+    ood.write_bytes(b"\xef\xbb\xbf" + ood.read_bytes())  # as Notepad saves UTF-8
+    code, err = cli(capsys, data=root, tmp=tmp_path, protocol=imglist_protocol)
+    assert code == 0, err
+
+
+def test_a_huge_image_list_line_is_not_echoed_whole(root, tmp_path, capsys, imglist_protocol):
+    write_lists(root, ["x" * 1_000_000 + ".jpg -1"])
+    code, err = cli(capsys, data=root, tmp=tmp_path, protocol=imglist_protocol)
+    assert_user_error(code, err, "lists/ood.txt, line 6", "a path of 1,000,004 characters")
+    assert len(err) < 1000
+
+
+@pytest.mark.parametrize("label, needle", [("3", "ID: 1 image(s) have a label outside 0..2"),
+                                           ("-1", "have none (label -1)")])
+def test_id_labels_outside_the_class_list_are_refused(root, tmp_path, capsys, imglist_protocol,
+                                                      label, needle):
+    write_lists(root)
+    ids = root / "lists" / "id.txt"
+    first, *rest = ids.read_text().splitlines()
+    ids.write_text("\n".join([first.split("\t")[0] + "\t" + label, *rest]) + "\n")
+    code, err = cli(capsys, data=root, tmp=tmp_path, protocol=imglist_protocol)
+    assert_user_error(code, err, needle)
+
+
+def test_negative_workers_are_refused(root, tmp_path, capsys):
+    code, err = cli(capsys, "--workers", "-1", data=root, tmp=tmp_path)
+    assert_user_error(code, err, "workers must be 0")
+
+
+def test_a_lock_that_cannot_be_created_says_why(tmp_path, monkeypatch):
+    from oodbench.locks import FileLock, LockError
+
+    real = os.open
+
+    def read_only(path, flags, *a):  # a read-only cache folder: no lock file, none creatable
+        if str(path).endswith("x.lock"):
+            if flags & os.O_CREAT:
+                raise PermissionError(13, "Permission denied", path)
+            raise FileNotFoundError(2, "No such file or directory", path)
+        return real(path, flags, *a)
+
+    (tmp_path / "locks").mkdir()
+    monkeypatch.setattr(os, "open", read_only)
+    with pytest.raises(LockError, match=r"x.lock \(Permission denied\)"):
+        FileLock(tmp_path / "locks" / "x.lock").acquire()

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from oodbench.errors import BackboneError
 from oodbench.toy import generator as gen
 from oodbench.toy import world
 from oodbench.toy.model import (
@@ -103,7 +104,7 @@ def test_materialize_deterministic_idempotent_atomic(tmp_path, small_world):
     # another seed replaces the world with different bytes; no temporary directories are left behind
     world.materialize(tmp_path / "a", seed=2)
     assert _tree_bytes(tmp_path / "a") != bytes_a
-    assert [p.name for p in (tmp_path / "a").iterdir()] == [world.WORLD_DIR]
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [world.LOCK, world.WORLD_DIR]
 
 
 def test_materialize_interrupted_leaves_no_world(tmp_path, small_world, monkeypatch):
@@ -113,7 +114,46 @@ def test_materialize_interrupted_leaves_no_world(tmp_path, small_world, monkeypa
     monkeypatch.setattr(world, "_write_world", boom)
     with pytest.raises(KeyboardInterrupt):
         world.materialize(tmp_path, seed=0)
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == [world.LOCK]
+
+
+WRITER = """
+import sys, time
+from oodbench.toy import world
+world.SPLITS = {k: world.SplitSpec(v.classes[:2], 2, v.labelled, v.style, v.no_object)
+                for k, v in world.SPLITS.items()}
+real = world._write_world
+def slow(tmp, seed):
+    print("generated", flush=True)
+    time.sleep(1.0)  # a wide window for the others to race in
+    real(tmp, seed)
+world._write_world = slow
+print(len(world.materialize(sys.argv[1])["id_test"]), flush=True)
+"""
+
+
+def test_concurrent_first_runs_generate_the_world_once(tmp_path):
+    import os
+    import stat
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    root = tmp_path / "toy-world"
+    dead = root / ".toy-tmp-1-dead"  # left by a SIGTERMed first run
+    (dead / "id_test" / "circle").mkdir(parents=True)
+    (dead / "id_test" / "circle" / "00001.png").write_bytes(b"half")
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(root)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [e for _, e in outs]
+    assert sum(o.count("generated") for o, _ in outs) == 1  # one process generated, two reused
+    assert all(o.strip().endswith("4") for o, _ in outs)
+    assert sorted(p.name for p in root.iterdir()) == [world.LOCK, world.WORLD_DIR]  # dead: gone
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE((root / world.WORLD_DIR).stat().st_mode) == 0o777 & ~mask  # not 0700
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +179,7 @@ def test_load_toy_clip_encodes(toy_clip):
 
 
 def test_load_toy_clip_missing_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="oodbench.toy.train"):
+    with pytest.raises(BackboneError, match="oodbench.toy.train"):
         load_toy_clip(tmp_path / "nope.safetensors")
 
 

@@ -184,7 +184,7 @@ def record_scores(spec: RunSpec, rec) -> dict[str, np.ndarray]:
     stem = record_stem(Path(spec.results_dir) / "runs" / rec.protocol["name"] /
                        backbone_dir(spec.backbone, rec.backbone["precision"], spec.preprocess),
                        det, rec.seed)
-    z = np.load(stem.with_suffix(".npz"))
+    z = np.load(stem.parent / rec.scores_file)  # a --limit run's stem has a suffix
     return {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("scores/")}
 
 

@@ -39,4 +39,24 @@ def load_backbone(
         cls = BACKBONES.get(spec)  # unknown names raise with suggestions
     else:
         from oodbench.backbones.openclip import OpenClipBackbone as cls
-    return cls().load(spec, device=device, precision=precision, preprocess=preprocess)
+    bb = cls().load(spec, device=device, precision=precision, preprocess=preprocess)
+    check_input_size(bb)  # before any image is read
+    return bb
+
+
+def check_input_size(bb: Backbone) -> None:
+    """Refuse a crop that differs from the image tower's input size (its positional embeddings
+    fit that size only; the forward pass would fail with a shape error)."""
+    size = getattr(getattr(bb.model, "visual", None), "image_size", None)
+    if isinstance(size, int):
+        size = (size, size)
+    if not (isinstance(size, (tuple, list)) and len(size) == 2):
+        return
+    crop = bb.preprocess.crop
+    if (crop, crop) != tuple(int(x) for x in size):
+        from oodbench.errors import BackboneError
+
+        raise BackboneError(
+            f"crop {crop} differs from the input size of {bb.name} ({size[0]}x{size[1]}): its "
+            f"image tower takes {size[0]}x{size[1]} images only. Drop --crop (or pass "
+            f"--crop {size[0]}); --resize may differ")

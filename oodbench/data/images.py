@@ -23,11 +23,15 @@ import numpy as np
 from PIL import Image, ImageFile
 
 from oodbench.data.manifest import Manifest
-from oodbench.errors import DataError
+from oodbench.errors import DataError, short_repr
 
 INTERPOLATIONS = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+MAX_ASPECT = 50  # the readability check refuses thinner images: a center crop sees a sliver
+# Beyond this, resize_crop resamples only the crop's region (bounded memory). Up to it the whole
+# image is resized, bit-identical with torchvision's Resize + CenterCrop (~10 MB at 224).
+BOXED_ASPECT = MAX_ASPECT
 
 
 @dataclass(frozen=True)
@@ -45,12 +49,13 @@ class Preprocess:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise DataError(f"preprocessing field {name!r} must be a positive integer, "
-                                f"got {v!r}")
+                                f"got {short_repr(v)}")
         for name in ("mean", "std"):
             v = getattr(self, name)
             if (not isinstance(v, (tuple, list)) or len(v) != 3
                     or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)):
-                raise DataError(f"preprocessing field {name!r} must be three numbers, got {v!r}")
+                raise DataError(f"preprocessing field {name!r} must be three numbers, "
+                                f"got {short_repr(v)}")
         if any(x <= 0 for x in self.std):
             raise DataError(f"preprocessing field 'std' must be positive, got {self.std!r}")
         if self.interpolation not in INTERPOLATIONS:
@@ -102,19 +107,38 @@ def _full_scale(peak: float) -> float:
 
 
 def resize_crop(im: Image.Image, pp: Preprocess) -> np.ndarray:
-    """Resize the shorter side to ``pp.resize`` and center-crop ``pp.crop``: HxWx3 uint8."""
+    """Resize the shorter side to ``pp.resize`` and center-crop ``pp.crop``: HxWx3 uint8.
+
+    A thin image (long side beyond ``BOXED_ASPECT`` x the short one) is not resized whole: that
+    would cost ``resize`` x ``resize * aspect`` pixels (~5 GB for a 1x30000 PNG). Only the crop's
+    region of the source is resampled, with the same filter scale and pixel centres.
+    """
     w, h = im.size
     # torchvision Resize(int) semantics: the short side becomes pp.resize, the long one is truncated
     if w <= h:
         nw, nh = pp.resize, int(pp.resize * h / w)
     else:
         nw, nh = int(pp.resize * w / h), pp.resize
-    if (nw, nh) != (w, h):
-        im = im.resize((nw, nh), INTERPOLATIONS[pp.interpolation])
     left = int(round((nw - pp.crop) / 2.0))
     top = int(round((nh - pp.crop) / 2.0))
+    interp = INTERPOLATIONS[pp.interpolation]
+    if max(nw, nh) > BOXED_ASPECT * pp.resize:
+        sx, sy = w / nw, h / nh
+        box = (left * sx, top * sy, (left + pp.crop) * sx, (top + pp.crop) * sy)
+        return np.asarray(im.resize((pp.crop, pp.crop), interp, box=box), dtype=np.uint8)
+    if (nw, nh) != (w, h):
+        im = im.resize((nw, nh), interp)
     im = im.crop((left, top, left + pp.crop, top + pp.crop))
     return np.asarray(im, dtype=np.uint8)
+
+
+def aspect_problem(size: tuple[int, int]) -> str | None:
+    """Why an image of ``size`` (w, h) is too thin to use, or None."""
+    w, h = size
+    if max(w, h) > MAX_ASPECT * min(w, h):
+        return (f"is {w}x{h} pixels, an aspect ratio beyond {MAX_ASPECT}:1 (a center crop would "
+                "see a sliver of it)")
+    return None
 
 
 class ImageListDataset:
@@ -162,15 +186,17 @@ def why_unreadable(path: Path) -> str | None:
     """Why the image at ``path`` cannot be used (missing, empty, undecodable), or None if it can."""
     try:
         size = os.stat(path).st_size
+    except PermissionError as e:
+        return f"cannot be read ({e.strerror}: a folder above it is not readable by this user)"
     except (OSError, ValueError):
         return "file does not exist"
     if size == 0:
         return "file is empty (0 bytes)"
     try:
-        load_rgb(path)
+        im = load_rgb(path)
     except DataError as e:
         return str(e).replace(f"image {path} ", "", 1)
-    return None
+    return aspect_problem(im.size)
 
 
 def scan_unreadable(manifest: Manifest, workers: int | None = None) -> list[tuple[int, str]]:
@@ -196,7 +222,7 @@ def files_signature(manifest: Manifest) -> str:
 
 def unreadable_indices(manifest: Manifest, cache=None) -> list[int]:
     """Indices of unreadable entries; from ``cache`` (level ``checks``) when no file changed."""
-    spec = {"kind": "readability-check", "version": 1, "files": files_signature(manifest)}
+    spec = {"kind": "readability-check", "version": 2, "files": files_signature(manifest)}
     if cache is not None:
         hit = cache.load("checks", spec, mmap=False)
         if hit is not None:

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
-from oodbench.errors import DataError
+from oodbench.errors import DataError, short_repr
 
 _WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
@@ -92,6 +92,9 @@ def check_relative(path: str, where: str) -> None:
         raise DataError(f"{where}: empty path")
 
 
+MAX_PATH = 4096  # Linux PATH_MAX: a longer list entry is not a file name
+
+
 def parse_manifest_lines(lines: Iterable[str], name: str, root: Path, source: str = "",
                          prefix: str = "") -> Manifest:
     """Parse ``path<TAB>label[<TAB>sha256]`` or whitespace ``path label`` lines into a Manifest.
@@ -109,13 +112,16 @@ def parse_manifest_lines(lines: Iterable[str], name: str, root: Path, source: st
         parts = [c.strip() for c in line.split("\t")] if "\t" in line else line.split()
         where = f"{source or name}, line {lineno}"
         if len(parts) < 2 or len(parts) > 3:
-            raise DataError(f"{where}: expected 'path label [sha256]', got {line!r}")
+            raise DataError(f"{where}: expected 'path label [sha256]', got {short_repr(line)}")
         try:
             label = int(parts[1])
         except ValueError:
-            raise DataError(f"{where}: label {parts[1]!r} is not an integer") from None
+            raise DataError(f"{where}: label {short_repr(parts[1])} is not an integer") from None
         if label < -1:
             raise DataError(f"{where}: label {label} is below -1 (use -1 for OOD images)")
+        if len(parts[0]) > MAX_PATH:
+            raise DataError(f"{where}: a path of {len(parts[0]):,} characters "
+                            f"({short_repr(parts[0])}) is longer than any file system allows")
         check_relative(parts[0], where)
         path = f"{prefix.rstrip('/')}/{parts[0]}" if prefix else parts[0]
         check_relative(path, where)
@@ -124,7 +130,8 @@ def parse_manifest_lines(lines: Iterable[str], name: str, root: Path, source: st
         if len(parts) == 3:
             digest = parts[2].strip().lower()
             if not _is_sha256(digest):
-                raise DataError(f"{where}: checksum {parts[2]!r} is not a sha256 (64 hex digits)")
+                raise DataError(f"{where}: checksum {short_repr(parts[2])} is not a sha256 "
+                                "(64 hex digits)")
             sums.append(digest)
     if sums and len(sums) != len(paths):
         raise DataError(f"{source or name}: some lines have a checksum and some do not")
@@ -141,7 +148,8 @@ def read_manifest(path: Path, root: Path, name: str | None = None, prefix: str =
     if not path.is_file():
         raise DataError(f"image list {path} does not exist")
     try:
-        text = path.read_text(encoding="utf-8", errors="strict").splitlines()
+        # utf-8-sig: a byte-order mark (Windows editors) would otherwise join the first path
+        text = path.read_text(encoding="utf-8-sig", errors="strict").splitlines()
     except UnicodeDecodeError as e:
         raise DataError(f"image list {path} is not UTF-8 text (byte {e.start}); is it the right "
                         "file?") from None
@@ -170,9 +178,23 @@ def scan_image_folder(
     base = Path(root) / subdir
     if not base.is_dir():
         raise DataError(f"{name}: folder {base} does not exist")
-    entries = sorted(os.scandir(base), key=lambda e: e.name)
-    dirs = [e.name for e in entries if e.is_dir() and not e.name.startswith(".")]
-    files = [e.name for e in entries if e.is_file() and e.name.lower().endswith(IMAGE_SUFFIXES)]
+    try:
+        entries = sorted(os.scandir(base), key=lambda e: e.name)
+    except OSError as e:
+        raise DataError(_unreadable_folder(name, base, e)) from None
+    kinds = {e.name: _kind(e) for e in entries}
+    broken = [n for n, k in kinds.items() if k is None]
+    if broken:
+        raise DataError(f"{name}: {len(broken)} entr{'y' if len(broken) == 1 else 'ies'} of {base} "
+                        f"cannot be followed (a symbolic link loop?): "
+                        f"{', '.join(map(repr, broken[:5]))}; remove or fix them")
+    dirs = [n for n, k in kinds.items() if k == "dir" and not n.startswith(".")]
+    files = [n for n, k in kinds.items() if k == "file" and n.lower().endswith(IMAGE_SUFFIXES)]
+    bad_names = [n for n in dirs + files if not _safe_name(n)]
+    if bad_names:
+        raise DataError(f"{name}: names in {base} that image lists cannot hold (not UTF-8, "
+                        f"or with a tab or line break): {', '.join(map(repr, bad_names[:5]))}; "
+                        "rename them")
     if dirs and files:
         raise DataError(
             f"{name}: {base} mixes {len(dirs):,} class folders with {len(files):,} loose image "
@@ -180,7 +202,7 @@ def scan_image_folder(
             "Every image must sit in a class folder (or none may): move the loose files into "
             "their class folders, or out of this folder")
     if not dirs and not files:
-        tars = [e.name for e in entries if e.is_file() and e.name.endswith(".tar")]
+        tars = [n for n, k in kinds.items() if k == "file" and n.endswith(".tar")]
         if tars:
             raise DataError(
                 f"{name}: {base} holds {len(tars):,} .tar file(s) (e.g. {tars[0]}) and no images; "
@@ -196,7 +218,7 @@ def scan_image_folder(
         for d in dirs:
             if d not in index:
                 raise DataError(f"{name}: unexpected class folder {base / d}")
-            for f in sorted(_images_below(base / d)):
+            for f in sorted(_images_below(base / d, name)):
                 paths.append(f"{subdir}/{d}/{f}")
                 labels.append(-1 if ood else index[d])
     else:
@@ -206,10 +228,43 @@ def scan_image_folder(
     return Manifest(name, Path(root), tuple(paths), tuple(labels), source=str(base))
 
 
-def _images_below(folder: Path) -> list[str]:
+def _kind(entry: os.DirEntry) -> str | None:
+    """'dir', 'file' or 'other' (a dangling link, a socket); None when it cannot be followed."""
+    try:
+        return "dir" if entry.is_dir() else "file" if entry.is_file() else "other"
+    except OSError:  # ELOOP: a symbolic link loop
+        return None
+
+
+def _safe_name(name: str) -> bool:
+    """Whether a file name survives an image list: UTF-8, no tab, no line break."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes, held as surrogate escapes
+        return False
+    return not any(c in name for c in "\t\n\r")
+
+
+def _unreadable_folder(name: str, folder: Path | str, e: OSError) -> str:
+    return (f"{name}: cannot read the folder {folder} ({e.strerror or e}); its images would be "
+            "silently missing. Give this user read access (chmod -R a+rX), or move the folder "
+            "out of the data root")
+
+
+def _images_below(folder: Path, name: str = "") -> list[str]:
+    """Image files under ``folder`` (relative paths); an unreadable sub-folder is an error."""
+    def refuse(e: OSError) -> None:
+        raise DataError(_unreadable_folder(name or str(folder), e.filename or folder, e))
+
     out = []
-    for dirpath, _, fnames in os.walk(folder):
+    for dirpath, _, fnames in os.walk(folder, onerror=refuse):
         rel = os.path.relpath(dirpath, folder)
+        bad = [f for f in fnames if f.lower().endswith(IMAGE_SUFFIXES)
+               and not _safe_name(os.path.join(rel, f))]
+        if bad:
+            raise DataError(f"{name or folder}: file names in {dirpath} that image lists cannot "
+                            f"hold (not UTF-8, or with a tab or line break): "
+                            f"{', '.join(map(repr, bad[:5]))}; rename them")
         for f in fnames:
             if f.lower().endswith(IMAGE_SUFFIXES):
                 out.append(f if rel == "." else f"{rel}/{f}")

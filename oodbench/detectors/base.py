@@ -33,6 +33,7 @@ depend on how images are batched unless ``order_dependent`` is set. Text is enco
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Callable
@@ -43,7 +44,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from oodbench.errors import ConfigError
+from oodbench.errors import ConfigError, short_repr
 
 GLOBAL = "global"  # (N, D) L2-normalised global image embeddings
 LOCAL = "local"  # (N, P, D) patch embeddings projected into the joint space
@@ -109,6 +110,10 @@ class DetectorParams:
             )
         hints = typing.get_type_hints(cls)
         coerced = {k: _coerce(v, hints[k], f"{where}{k}") for k, v in values.items()}
+        for k, v in coerced.items():
+            if k.endswith(("template", "templates")):
+                for t in [v] if isinstance(v, str) else v if isinstance(v, (list, tuple)) else []:
+                    check_template(t, f"{where}{k}")
         obj = cls(**coerced)
         obj.validate()
         obj._given = frozenset(values)  # the fields the user set (toy presets leave them alone)
@@ -151,36 +156,62 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
                 return _coerce(value, arg, name)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(f"hyperparameter {name}={value!r} does not match {hint}")
+        raise ConfigError(f"hyperparameter {name}={short_repr(value)} does not match {hint}")
     if origin is typing.Literal:
         if value not in typing.get_args(hint):
             raise ConfigError(
-                f"hyperparameter {name}={value!r} must be one of {typing.get_args(hint)}"
+                f"hyperparameter {name}={short_repr(value)} must be one of "
+                f"{typing.get_args(hint)}"
             )
         return value
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"hyperparameter {name}={value!r} must be a list")
+            raise ConfigError(f"hyperparameter {name}={short_repr(value)} must be a list")
         (arg, *_) = typing.get_args(hint) or (Any,)
         return origin(_coerce(v, arg, name) for v in value)
     if hint is Any:
         return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        return _finite(float(value), name)
     if hint is float and isinstance(value, str):  # YAML reads 1e-4 (no dot) as a string
         try:
-            return float(value)
+            return _finite(float(value), name)
         except ValueError:
             pass
+    if hint is float and isinstance(value, float):
+        return _finite(value, name)
     if hint is bool and not isinstance(value, bool):
-        raise ConfigError(f"hyperparameter {name}={value!r} must be true or false")
+        raise ConfigError(f"hyperparameter {name}={short_repr(value)} must be true or false")
     if isinstance(hint, type) and not isinstance(value, hint):
         raise ConfigError(
-            f"hyperparameter {name}={value!r} has type {type(value).__name__}; "
+            f"hyperparameter {name}={short_repr(value)} has type {type(value).__name__}; "
             f"expected {hint.__name__}"
         )
     if isinstance(hint, type) and hint in (int, float) and isinstance(value, bool):
-        raise ConfigError(f"hyperparameter {name}={value!r} must be a number, not a boolean")
+        raise ConfigError(
+            f"hyperparameter {name}={short_repr(value)} must be a number, not a boolean")
+    return value
+
+
+def check_template(template: object, name: str) -> None:
+    """A prompt template holds exactly one ``{}`` (the class name) and no other replacement
+    field: ``'{} {x}'`` or a stray brace would fail in ``str.format`` after the run started."""
+    import string
+
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(str(template)) if f is not None]
+    except ValueError:  # an unmatched brace
+        fields = None
+    if fields not in ([""], ["0"]):
+        raise ConfigError(
+            f"hyperparameter {name}={short_repr(template)} must hold exactly one '{{}}' where the "
+            "class name goes and no other braces (write a literal brace as '{{' or '}}')")
+
+
+def _finite(value: float, name: str) -> float:
+    """Refuse inf and NaN: records would hold non-standard JSON and scores would be NaN."""
+    if not math.isfinite(value):
+        raise ConfigError(f"hyperparameter {name}={value!r} must be a finite number")
     return value
 
 

@@ -35,8 +35,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from oodbench.data.images import (
+    BOXED_ASPECT,
     ImageListDataset,
     Preprocess,
     collate_uint8,
@@ -244,6 +246,7 @@ def _extract_missing(backbone, manifest, kinds, cache, batch_size, workers, chun
         for (lo, hi), feats in _encode_chunks(backbone, manifest, kinds, mine, batch_size,
                                               workers, progress, task, stats):
             for k in kinds:
+                check_finite(feats[k], manifest, k, lo)
                 atomic_save_npy(dirs[k] / _chunk_name(lo, hi), feats[k])
             stats.images_encoded += hi - lo
     distributed.barrier()
@@ -258,6 +261,21 @@ def _extract_missing(backbone, manifest, kinds, cache, batch_size, workers, chun
                             f"{cache.root} after extraction; under torchrun every rank must see "
                             "the same cache folder (pass a shared --cache-dir)")
     return out
+
+
+def check_finite(feats: np.ndarray, manifest: Manifest, kind: str, lo: int = 0) -> None:
+    """Refuse features with NaN or inf (rows ``lo``.. of ``manifest``), naming the set and the
+    images, before they are saved: nothing downstream could score them."""
+    bad = np.flatnonzero(~np.isfinite(feats.reshape(len(feats), -1)).all(1)) if feats.size else []
+    if len(bad) == 0:
+        return
+    shown = ", ".join(str(manifest.absolute(lo + int(i))) for i in bad[:3])
+    more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+    raise DataError(
+        f"the backbone gave non-finite (NaN or inf) {kind} features for {len(bad)} image(s) of "
+        f"set {manifest.name!r}: {shown}{more}; they were not cached. Check the backbone's "
+        "weights (a damaged checkpoint gives NaN), try --precision fp32 (fp16 can overflow), "
+        "and look at these images")
 
 
 def _join_chunks(cache, manifest, specs, dirs, ranges) -> None:
@@ -517,6 +535,9 @@ def resize_crop_tensor(img: torch.Tensor, pp: Preprocess) -> torch.Tensor:
         nw, nh = pp.resize, int(pp.resize * h / w)
     else:
         nw, nh = int(pp.resize * w / h), pp.resize
+    if max(nw, nh) > BOXED_ASPECT * pp.resize:  # thin: the CPU path's bounded resize
+        arr = resize_crop(Image.fromarray(img.permute(1, 2, 0).cpu().numpy()), pp)
+        return torch.from_numpy(arr.transpose(2, 0, 1).copy()).to(img.device)
     if (nw, nh) != (w, h):
         x = img.unsqueeze(0).float()
         if pp.interpolation == "nearest":

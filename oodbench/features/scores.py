@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from oodbench.detectors.base import Detector
+from oodbench.errors import ConfigError
 from oodbench.features.cache import Cache, spec_key
 from oodbench.features.extract import feature_spec
 from oodbench.protocols.base import Protocol
@@ -80,7 +81,7 @@ class StoredScores:
 
     def __init__(self, cache: Cache, det: Detector, seed: int, protocol: Protocol, backbone,
                  manifests: dict, kinds: list[str], decode: str = "cpu"):
-        self.cache, self.protocol = cache, protocol
+        self.cache, self.protocol, self.manifests = cache, protocol, manifests
         self.specs = {name: score_spec(det, seed, protocol, backbone, m, kinds, decode)
                       for name, m in manifests.items()}
         self.cached = {n: cache.load("scores", sp, mmap=False) for n, sp in self.specs.items()}
@@ -101,11 +102,23 @@ class StoredScores:
                 both = self.cached[name]
             else:
                 sc, pr = score_arrays(det, arrays[name], device)
+                check_scores(det.name, name, sc, self.manifests[name])
                 both = np.stack([sc, pr.astype(np.float64)])
                 self.cache.save("scores", spec, both, detector=det.name, set=name,
                                 setup_info=info)
             scores[name], preds[name] = both[0], both[1].astype(np.int64)
         return scores, preds
+
+
+def check_scores(detector: str, set_name: str, scores: np.ndarray, manifest) -> None:
+    """Refuse NaN or inf scores before they are cached or ranked, naming the images."""
+    bad = np.flatnonzero(~np.isfinite(scores))
+    if bad.size:
+        shown = ", ".join(str(manifest.absolute(int(i))) for i in bad[:3])
+        raise ConfigError(
+            f"{detector} gave {bad.size} non-finite (NaN or inf) score(s) on set {set_name!r}, "
+            f"e.g. {shown}; nothing was cached or recorded. Check its hyperparameters (a "
+            "temperature of 0 or inf, a zero weight) and the features of these images")
 
 
 def _sha(names: list[str]) -> str:

@@ -238,6 +238,9 @@ class FolderProtocol(ProtocolDef):
                  "never a test set" for s in by_role["ood-val"]]
         if len(by_role["id"]) != 1:
             raise DataError(f"protocol {self.name} must have exactly one ID test set")
+        n_classes = len(self.classnames())
+        for s in by_role["id"] + by_role["shifted-id"] + by_role["val"]:
+            check_labels(s, n_classes)
         return Protocol(
             name=self.name,
             version=self.version,
@@ -287,6 +290,22 @@ class FolderProtocol(ProtocolDef):
                     problems += _unreadable_problems(spec, m)
         return problems
 
+    def link_notes(self, data_root: Path) -> list[str]:
+        """Sets with images that link outside the data root (followed; noted by data check)."""
+        out = []
+        for spec in self.specs(data_root):
+            if spec.locate(data_root).exists():
+                try:
+                    m = self.manifest(data_root, spec, checksums=False)
+                except DataError:
+                    continue  # reported by check()
+                links = outside_links(m, data_root)
+                if links:
+                    out.append(f"{spec.name}: {len(links)} image(s) are symbolic links to files "
+                               f"outside the data root (followed), e.g. {links[0]}; "
+                               "`oodbench data index` pins their contents")
+        return out
+
     def count_warnings(self, data_root: Path) -> list[str]:
         """Sets whose image count differs from the papers' (results then are not comparable)."""
         out = []
@@ -300,6 +319,20 @@ class FolderProtocol(ProtocolDef):
                     out.append(f"{spec.name}: {n:,} images, the papers use {spec.expected:,}; "
                                "results will not be comparable with published numbers")
         return out
+
+
+def outside_links(m: Manifest, root: Path) -> list[str]:
+    """Images of ``m`` that are symbolic links (or under linked folders) resolving outside the
+    data root: they are followed, and ``data check`` says so."""
+    base = Path(root).resolve()
+    out = []
+    for i, rel in enumerate(m.paths):
+        try:
+            if not Path(os.path.realpath(m.absolute(i))).is_relative_to(base):
+                out.append(rel)
+        except (OSError, ValueError):
+            continue
+    return out
 
 
 def scan_listed_folders(root: Path, subdir: str, name: str, folders: Sequence[str]) -> Manifest:
@@ -380,6 +413,18 @@ def _unreadable_problems(spec: SetSpec, m: Manifest) -> list[Problem]:
     return [Problem(f"{spec.name}: {len(bad)} unreadable or corrupt images: {shown}{more}",
                     str(m.root), "re-extract or re-download those files (or run with "
                     "--skip-unreadable to leave them out, which the record notes)")]
+
+
+def check_labels(s: ImageSet, n_classes: int) -> None:
+    """Refuse an ID-role set whose labels fall outside the class list (or are -1, the OOD mark):
+    accuracy would silently count them as wrong."""
+    bad = [i for i, y in enumerate(s.manifest.labels) if not 0 <= y < n_classes]
+    if bad:
+        m = s.manifest
+        shown = ", ".join(f"{m.paths[i]} ({m.labels[i]})" for i in bad[:3])
+        raise DataError(f"{s.name}: {len(bad)} image(s) have a label outside 0..{n_classes - 1} "
+                        f"(the protocol's {n_classes} classes), e.g. {shown}; read from "
+                        f"{m.source or m.root}. Fix the labels (-1 marks OOD images only)")
 
 
 def _require_root(data_root: Path | None, protocol: str) -> Path:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 from pathlib import Path
 
 import open_clip
 import torch
 from open_clip.tokenizer import SimpleTokenizer
 from torch import nn
+
+from oodbench.errors import BackboneError
 
 WEIGHTS_PATH = Path(__file__).resolve().parent / "weights" / "toy_clip.safetensors"
 CONTEXT_LENGTH = 32
@@ -102,15 +106,36 @@ def toy_tokenizer() -> SimpleTokenizer:
     return SimpleTokenizer(context_length=CONTEXT_LENGTH)
 
 
+def check_weights_sha256(path: Path) -> None:
+    """Refuse weights whose sha256 differs from the one recorded beside them (``sha256`` in the
+    ``.json`` that training writes): a flipped bit loads silently and gives NaN features."""
+    try:
+        want = json.loads(Path(path).with_suffix(".json").read_text()).get("sha256")
+    except (OSError, ValueError, AttributeError):
+        want = None
+    if not want:
+        return
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+    if h.hexdigest() != want:
+        raise BackboneError(
+            f"toy CLIP weights {path} are damaged: their sha256 is {h.hexdigest()}, not the "
+            f"recorded {want}. Reinstall oodbench (pip install --force-reinstall oodbench, or "
+            "git checkout the file) or retrain them: python -m oodbench.toy.train")
+
+
 def load_toy_clip(path: Path | None = None) -> open_clip.CLIP:
     """Toy CLIP in eval mode with the shipped weights (fp16 on disk, fp32 in memory)."""
     from safetensors.torch import load_file
 
     path = Path(path) if path is not None else WEIGHTS_PATH
     if not path.is_file():
-        raise FileNotFoundError(
+        raise BackboneError(
             f"toy CLIP weights not found at {path}; run: python -m oodbench.toy.train"
         )
+    check_weights_sha256(path)
     state = {k: v.float() for k, v in load_file(str(path)).items()}
     model = build_toy_clip()
     model.load_state_dict(state, strict=True)

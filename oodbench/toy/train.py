@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import json
 import math
 import os
@@ -342,6 +343,7 @@ def save_weights(model, out: Path, meta: dict) -> None:
     tmp = out.with_name(out.name + ".tmp")
     save_file(state, str(tmp))
     os.replace(tmp, out)
+    meta = {**meta, "sha256": hashlib.sha256(out.read_bytes()).hexdigest()}  # checked at load
     js = out.with_suffix(".json")
     tmp_js = js.with_name(js.name + ".tmp")
     tmp_js.write_text(json.dumps(meta, indent=1))

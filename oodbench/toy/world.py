@@ -16,19 +16,20 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from oodbench.locks import FileLock
 from oodbench.toy import generator as gen
 
 WORLD_VERSION = 1
 WORLD_DIR = "toy"
 MARKER = "COMPLETE.json"
+LOCK = ".toy.lock"  # beside the world; never deleted (see oodbench.locks)
 
 ID_CLASSES: tuple[str, ...] = (
     "circle",
@@ -162,19 +163,46 @@ def _write_world(tmp_world: Path, seed: int) -> None:
 
 
 def materialize(root: Path, seed: int = 0) -> dict[str, list[tuple[str, int]]]:
-    """Write the toy world under root/toy (atomic, idempotent); list each split's (path, label)."""
+    """Write the toy world under root/toy (atomic, idempotent); list each split's (path, label).
+
+    Processes sharing ``root`` take its lock (``root/.toy.lock``): one generates, the others
+    wait and reuse its world, so no process swaps the folder out under a reader. Folders get
+    the umask's mode (a group-shared cache stays shared); half-written worlds of killed
+    processes (``.toy-tmp-*``) are removed under the lock, where no live writer can own one.
+    """
     root = Path(root)
     world = root / WORLD_DIR
-    if not _marker_ok(world, seed):
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".toy-tmp-", dir=root))
-        try:
-            _write_world(tmp, seed)
-            if world.exists():
-                old = Path(tempfile.mkdtemp(prefix=".toy-old-", dir=root))
-                os.replace(world, old / WORLD_DIR)
-                shutil.rmtree(old, ignore_errors=True)
-            os.replace(tmp, world)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    if _marker_ok(world, seed):
+        return _listing()
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(root / LOCK, what="the toy world"):
+        if not _marker_ok(world, seed):  # another process may have written it meanwhile
+            for stale in root.glob(".toy-tmp-*"):
+                remove_world_tmp(stale)
+            tmp = root / f".toy-tmp-{os.getpid()}-{secrets.token_hex(4)}"
+            tmp.mkdir()  # 0o777 less the umask, unlike mkdtemp's 0o700
+            try:
+                _write_world(tmp, seed)
+                if world.exists():  # another seed or version: set it aside, then remove it
+                    old = root / f".toy-tmp-old-{os.getpid()}-{secrets.token_hex(4)}"
+                    os.replace(world, old)
+                    remove_world_tmp(old)
+                os.replace(tmp, world)
+            finally:
+                if tmp.exists():
+                    remove_world_tmp(tmp)
     return _listing()
+
+
+def remove_world_tmp(tmp: Path) -> None:
+    """Remove a half-written world folder (``.toy-tmp-*``): only the PNGs and marker a world
+    holds, then its folders once empty; anything else in it is left where it is."""
+    for dirpath, _dirnames, filenames in os.walk(tmp, topdown=False):
+        for name in filenames:
+            f = Path(dirpath) / name
+            if (name.endswith(".png") or name == MARKER) and not f.is_symlink():
+                f.unlink(missing_ok=True)
+        try:
+            os.rmdir(dirpath)
+        except OSError:
+            pass
