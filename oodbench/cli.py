@@ -261,13 +261,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
             args.quiet,
         )
     for protocol in protocols:
+        detectors = _detectors_for(protocol, args.detectors, params, data_root, args.cache_dir,
+                                   args.quiet) if len(protocols) > 1 else args.detectors
+        if not detectors:
+            continue
         run(
             RunSpec(
-                detectors=args.detectors,
+                detectors=detectors,
                 protocol=protocol,
                 backbone=backbone,
                 seeds=args.seeds,
-                params=params,
+                params={k: v for k, v in params.items() if k in detectors},
                 data_root=data_root,
                 cache_dir=args.cache_dir,
                 results_dir=args.results_dir,
@@ -283,6 +287,27 @@ def cmd_bench(args: argparse.Namespace) -> int:
     for path in written:
         say(f"leaderboard: {path}", args.quiet)
     return 0
+
+
+def _detectors_for(protocol: str, detectors: list[str], params: dict, data_root, cache_dir,
+                   quiet: bool) -> list[str]:
+    """The detectors that can run on ``protocol``: over several protocols a bench skips (and says)
+    a detector that refuses one, e.g. Local-Prompt on toy-unseen, instead of stopping."""
+    from oodbench.features.cache import Cache, default_cache_dir
+    from oodbench.progress import say
+    from oodbench.registry import PROTOCOLS
+    from oodbench.runner import make_detector
+
+    built = PROTOCOLS.get(protocol)().build(Path(data_root) if data_root else None,
+                                            Cache(cache_dir or default_cache_dir()).root)
+    keep = []
+    for name in detectors:
+        try:
+            make_detector(name, params.get(name)).check_protocol(built)
+            keep.append(name)
+        except ConfigError as e:
+            say(f"[yellow]skipping {name} on {protocol}:[/] {e}", quiet)
+    return keep
 
 
 def load_yaml(path: Path) -> dict:

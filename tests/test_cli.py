@@ -101,3 +101,20 @@ def test_bad_hyperparameter_names_the_field(standin_root, tmp_path):
         "mcm.temperature=-1",
     )
     assert r.returncode == 2 and "temperature" in r.stderr
+
+
+def test_bench_over_several_protocols_skips_a_detector_that_refuses_one(monkeypatch, tmp_path):
+    """Local-Prompt cannot score toy-unseen (another label set): `make reference` over the toy
+    protocols skips it there, with a message, instead of stopping."""
+    from types import SimpleNamespace
+
+    from oodbench import cli
+    from oodbench.registry import PROTOCOLS
+
+    unseen = SimpleNamespace(name="toy-unseen", classnames=["a", "b"],
+                             training_classnames=lambda: ["c", "d"])
+    monkeypatch.setattr(PROTOCOLS, "get", lambda name: lambda: SimpleNamespace(
+        build=lambda root, cache: unseen))
+    kept = cli._detectors_for("toy-unseen", ["mcm", "local-prompt", "krnft"], {}, None,
+                              str(tmp_path / "cache"), True)
+    assert kept == ["mcm", "krnft"]
