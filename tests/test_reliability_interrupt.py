@@ -114,8 +114,10 @@ def logged(path, write):
                 f.write(buf.getvalue()[: len(buf.getvalue()) // 2])
                 f.flush()
                 os.fsync(f.fileno())
-                with open(os.environ["STALL_MARKER"], "w") as m:
+                # the marker appears whole (the test kills this process the moment it exists)
+                with open(os.environ["STALL_MARKER"] + ".tmp", "w") as m:
                     m.write(str(path))
+                os.replace(os.environ["STALL_MARKER"] + ".tmp", os.environ["STALL_MARKER"])
                 time.sleep(600)
             return real(path, half)
     return real(path, write)
