@@ -15,14 +15,14 @@ from PIL import Image
 from oodbench.data.manifest import Manifest
 from oodbench.detectors.krnft import FeatureTransform, KRNFTParams
 from oodbench.errors import ConfigError
-from oodbench.training.trainer import Interrupted, TrainConfig, epoch_batch, train_artifact
-from oodbench.training.views import (
-    Augment,
-    CropRecipe,
-    TrainingViews,
+from oodbench.training.trainer import (
+    Interrupted,
+    TrainConfig,
     dassl_epoch_lr,
-    per_epoch_lr,
+    epoch_batch,
+    train_artifact,
 )
+from oodbench.training.views import Augment, CropRecipe, TrainingViews
 
 N, BS, SIZE = 4, 2, 8
 
@@ -108,30 +108,29 @@ def test_dassl_schedule_is_a_warmup_epoch_then_cosine_over_all_epochs():
 
 
 def _problem(manifest, kill_at=None):
-    """A linear probe trained on official views; its lr steps per epoch."""
+    """A linear probe trained on official views."""
     torch.manual_seed(0)
     module = torch.nn.Linear(3 * SIZE * SIZE, 1)
     views = make_views(manifest, "official")
-    current = [0]
 
     def loss_fn(step, gen):
         if step == kill_at:
             raise Interrupted("killed")
-        current[0] = step
         _, f = views.get(*divmod(step, 2))
         return (module(f["global"][:, 0] / 255.0) ** 2).mean()
 
-    return module, loss_fn, views, current
+    return module, loss_fn, views
 
 
 def test_a_killed_run_on_official_views_resumes_to_the_same_weights(manifest, tmp_path):
-    cfg = TrainConfig(steps=8, lr=0.01, optimizer="sgd", checkpoint_every=3, seed=1)
+    # the lr steps per epoch (2 steps), as Dassl's
+    cfg = TrainConfig(steps=8, lr=0.01, optimizer="sgd", schedule="epoch-cosine", epoch_steps=2,
+                      epochs=4, warmup_steps=2, checkpoint_every=3, seed=1)
 
     def run(where, kill_at=None):
-        module, loss_fn, _, current = _problem(manifest, kill_at)
-        with per_epoch_lr(module, lambda s: 0.01 / (1 + s // 2), lambda: current[0]):
-            info = train_artifact(module, loss_fn, cfg, name="v", spec={}, artifact_dir=where,
-                                  device=torch.device("cpu"))
+        module, loss_fn, _ = _problem(manifest, kill_at)
+        info = train_artifact(module, loss_fn, cfg, name="v", spec={}, artifact_dir=where,
+                              device=torch.device("cpu"))
         return module, info
 
     ref, _ = run(tmp_path / "a")
@@ -143,13 +142,11 @@ def test_a_killed_run_on_official_views_resumes_to_the_same_weights(manifest, tm
         assert torch.equal(p, q)
 
 
-def test_per_epoch_lr_sets_the_rate_the_optimizer_steps_with(manifest, tmp_path):
+def test_epoch_cosine_sets_the_rate_the_optimizer_steps_with(manifest, tmp_path):
     module = torch.nn.Linear(2, 1)
     seen = []
-    current = [0]
 
     def loss_fn(step, gen):
-        current[0] = step
         return module(torch.ones(1, 2)).sum()
 
     orig = torch.optim.SGD.step
@@ -160,12 +157,15 @@ def test_per_epoch_lr_sets_the_rate_the_optimizer_steps_with(manifest, tmp_path)
 
     torch.optim.SGD.step = spy
     try:
-        with per_epoch_lr(module, lambda s: [0.5, 0.25, 0.125][s // 2], lambda: current[0]):
-            train_artifact(module, loss_fn, TrainConfig(steps=6, lr=1.0, optimizer="sgd"),
-                           name="lr", spec={}, artifact_dir=tmp_path, device=torch.device("cpu"))
+        # 2 steps per epoch: a warm-up epoch at 0.5, then cosine over T_max = 3 epochs
+        cfg = TrainConfig(steps=6, lr=1.0, optimizer="sgd", schedule="epoch-cosine",
+                          epoch_steps=2, epochs=3, warmup_steps=2, warmup_lr=0.5)
+        train_artifact(module, loss_fn, cfg, name="lr", spec={}, artifact_dir=tmp_path,
+                       device=torch.device("cpu"))
     finally:
         torch.optim.SGD.step = orig
-    assert seen == [0.5, 0.5, 0.25, 0.25, 0.125, 0.125]
+    third = 0.5 * (1 + math.cos(math.pi / 3))  # epoch 2: one epoch into the cosine
+    assert seen == pytest.approx([0.5, 0.5, 1.0, 1.0, third, third], rel=1e-12)
 
 
 def _n_params(hidden: int, dim: int = 512) -> int:

@@ -30,7 +30,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -50,16 +49,8 @@ from oodbench.registry import DETECTORS
 from oodbench.training.fewshot import fewshot_split
 from oodbench.training.presets import apply_preset, preset_name
 from oodbench.training.prompt_learner import PromptLearner, freeze
-from oodbench.training.trainer import TrainConfig, epoch_batch, train_artifact
-from oodbench.training.views import (
-    Augment,
-    CropRecipe,
-    TrainingViews,
-    dassl_epoch_lr,
-    per_epoch_lr,
-    views_artifact_spec,
-    with_toy_views,
-)
+from oodbench.training.trainer import TrainConfig, train_artifact
+from oodbench.training.views import Augment, dassl_local_views, with_toy_views
 
 OFFICIAL_DIVISOR = 100.0  # test_ood / test: `output /= 100.0` on logit_scale.exp() x cosine
 # configs/trainers/LOCALPROMPT/vit_b16_ep30.yaml: INTERPOLATION bicubic, random_resized_crop
@@ -185,8 +176,8 @@ class LocalPrompt(Detector):
                              "effective_params": p.to_dict(),
                              "augment": str(Augment.parse(p.augment)),
                              "lr_schedule": "per epoch (Dassl cosine, T_max = epochs, constant "
-                                            "warm-up at 1e-5); the config's per-step lr is "
-                                            "overridden", **info}
+                                            "warm-up at 1e-5): config.schedule epoch-cosine",
+                             **info}
         with torch.no_grad():
             self.t_local, self.t_neg = learner["local"]().float(), learner["neg"]().float()
         self.scale = float(model.logit_scale.exp())
@@ -201,8 +192,10 @@ class LocalPrompt(Detector):
         epochs = max(1, int(round(p.epochs)))
         scale = float(ctx.backbone.model.logit_scale.exp())
         t = p.temperature
-        views = self._views(ctx, p, split, n, batches)
-        current, ranked = [0], {}
+        views = dassl_local_views(ctx, split, p.augment, p.views, p.batch_size, batches,
+                                  "local-prompt-views", CROP_SOURCE, drop_last=True,
+                                  field=f"{self.name}.augment")
+        ranked: dict = {}
 
         def select(epoch, b):
             """The batch's views: num_pos most like the label's global prompt, and the least."""
@@ -215,7 +208,6 @@ class LocalPrompt(Detector):
             return ranked[(epoch, b)]
 
         def loss_fn(step, gen):
-            current[0] = step
             batch, i = divmod(step, p.num_pos)
             idx, loc, pos_views, neg_view = select(*divmod(batch, batches))
             rows = torch.arange(len(idx), device=dev)
@@ -227,42 +219,19 @@ class LocalPrompt(Detector):
                                          y[idx], p.topk_train)
             return l_pos + p.lambda_neg * l_neg + p.lambda_div * diversity_loss(t_neg)
 
-        def lr_of_step(step):
-            return dassl_epoch_lr(step // per_epoch, p.lr, epochs, int(p.warmup_epochs), 1e-5)
-
         cfg = TrainConfig(steps=max(1, int(p.epochs * per_epoch)), lr=p.lr, optimizer="sgd",
-                          weight_decay=p.weight_decay,
-                          warmup_steps=int(p.warmup_epochs * per_epoch),
-                          seed=ctx.seed, max_steps=p.max_steps, checkpoint_every=50)
+                          weight_decay=p.weight_decay, schedule="epoch-cosine",
+                          warmup_steps=int(p.warmup_epochs * per_epoch), epoch_steps=per_epoch,
+                          epochs=epochs, seed=ctx.seed, max_steps=p.max_steps,
+                          checkpoint_every=50)
         spec = {"backbone": ctx.backbone.key(), "split": split.describe(),
                 "params": {k: v for k, v in p.to_dict().items()
                            if k not in ("preset", "topk_test", "temperature")},
                 "views": views.describe(), "lr_schedule": "dassl-epoch",
                 "version": self.version}
-        with per_epoch_lr(learner, lr_of_step, lambda: current[0]):
-            info = train_artifact(learner, loss_fn, cfg, name=self.name, spec=spec,
-                                  artifact_dir=ctx.artifact_dir, device=ctx.device,
-                                  quiet=ctx.quiet)
+        info = train_artifact(learner, loss_fn, cfg, name=self.name, spec=spec,
+                              artifact_dir=ctx.artifact_dir, device=ctx.device, quiet=ctx.quiet)
         return {"views": views.describe(), "views_encoded": views.images_encoded, **info}
-
-    def _views(self, ctx: Context, p: LocalPromptParams, split, n: int,
-               batches: int) -> TrainingViews:
-        """``views`` crops per image and epoch (Dassl's train transform), global + local."""
-        aug = Augment.parse(p.augment)
-        recipe = CropRecipe(size=ctx.backbone.preprocess.crop, interpolation="bicubic",
-                            source=CROP_SOURCE)
-        kinds = (GLOBAL, LOCAL)
-        path = ctx.artifact_path("local-prompt-views", views_artifact_spec(
-            ctx.backbone, split, recipe, aug, ctx.seed, kinds)) if aug.mode == "views" else None
-
-        def plan(epoch):
-            return [epoch_batch(n, p.batch_size, epoch * batches + j, ctx.seed, drop_last=True)
-                    for j in range(batches)]
-
-        return TrainingViews(split.manifest, recipe, aug, p.views, ctx.seed,
-                             ctx.encode_global_local, kinds, ctx.device, plan, artifact=path,
-                             dtypes={LOCAL: np.float16}, quiet=ctx.quiet,
-                             field=f"{self.name}.augment")
 
     def score_and_predict(self, feats):
         p = self.effective

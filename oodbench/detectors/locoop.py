@@ -22,7 +22,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import numpy as np
 import torch
 
 from oodbench.detectors.base import (
@@ -41,15 +40,8 @@ from oodbench.registry import DETECTORS
 from oodbench.training.fewshot import fewshot_split
 from oodbench.training.presets import apply_preset, preset_name
 from oodbench.training.prompt_learner import PromptLearner, freeze
-from oodbench.training.trainer import TrainConfig, epoch_batch, steps_for_epochs, train_artifact
-from oodbench.training.views import (
-    Augment,
-    CropRecipe,
-    TrainingViews,
-    dassl_epoch_lr,
-    per_epoch_lr,
-    views_artifact_spec,
-)
+from oodbench.training.trainer import TrainConfig, steps_for_epochs, train_artifact
+from oodbench.training.views import Augment, dassl_local_views
 
 OFFICIAL_DIVISOR = 100.0  # test_ood: `output /= 100.0` on logit_scale.exp() x cosine
 # Dassl (configs/trainers/LoCoOp/vit_b16_ep50.yaml): INPUT.INTERPOLATION bicubic, TRANSFORMS
@@ -148,14 +140,14 @@ class LoCoOp(Detector):
         per_epoch = steps_for_epochs(n, p.batch_size, 1.0)
         epochs = max(1, int(round(p.epochs)))
         cfg = TrainConfig(steps=steps_for_epochs(n, p.batch_size, p.epochs), lr=p.lr,
-                          optimizer="sgd", weight_decay=p.weight_decay,
-                          warmup_steps=int(p.warmup_epochs * per_epoch), seed=ctx.seed,
-                          max_steps=p.max_steps, checkpoint_every=50)
-        views = self._views(ctx, p, split, n, per_epoch)
-        current = [0]
+                          optimizer="sgd", weight_decay=p.weight_decay, schedule="epoch-cosine",
+                          warmup_steps=int(p.warmup_epochs * per_epoch), epoch_steps=per_epoch,
+                          epochs=epochs, seed=ctx.seed, max_steps=p.max_steps,
+                          checkpoint_every=50)
+        views = dassl_local_views(ctx, split, p.augment, 1, p.batch_size, per_epoch,
+                                  "locoop-views", CROP_SOURCE, field=f"{self.name}.augment")
 
         def loss_fn(step, gen):
-            current[0] = step
             epoch, b = divmod(step, per_epoch)
             idx, f = views.get(epoch, b)
             t = learner()
@@ -163,24 +155,18 @@ class LoCoOp(Detector):
             en = background_entropy_loss(scale * f[LOCAL][:, 0] @ t.T, y[idx], p.top_k)
             return ce + p.lambda_en * en
 
-        def lr_of_step(step):
-            return dassl_epoch_lr(step // per_epoch, p.lr, epochs, int(p.warmup_epochs), 1e-5)
-
         spec = {"backbone": ctx.backbone.key(), "split": split.describe(), "classes": names,
                 "params": {k: v for k, v in p.to_dict().items()
                            if k not in ("preset", "score", "temperature", "local_weight")},
                 "views": views.describe(), "lr_schedule": "dassl-epoch",
                 "version": self.version}
-        with per_epoch_lr(learner, lr_of_step, lambda: current[0]):
-            info = train_artifact(learner, loss_fn, cfg, name=self.name, spec=spec,
-                                  artifact_dir=ctx.artifact_dir, device=ctx.device,
-                                  quiet=ctx.quiet)
+        info = train_artifact(learner, loss_fn, cfg, name=self.name, spec=spec,
+                              artifact_dir=ctx.artifact_dir, device=ctx.device, quiet=ctx.quiet)
         ctx.info["train"] = {"split": split.describe(), "preset": preset_name(self.params, p),
                              "effective_params": p.to_dict(), "logit_scale": scale,
                              "augment": str(Augment.parse(p.augment)), "views": views.describe(),
                              "lr_schedule": "per epoch (Dassl cosine, T_max = epochs, constant "
-                                            "warm-up at 1e-5); the config's per-step lr is "
-                                            "overridden",
+                                            "warm-up at 1e-5): config.schedule epoch-cosine",
                              "views_encoded": views.images_encoded, **info}
         test = PromptLearner(model, tok, list(ctx.classnames), n_ctx=learner.n_ctx).to(ctx.device)
         test.ctx.data.copy_(learner.ctx.data)
@@ -189,25 +175,6 @@ class LoCoOp(Detector):
         # test_ood: CLIP's logits (logit_scale.exp() x cosine) divided by 100 before the softmax
         self.cos_factor = scale / OFFICIAL_DIVISOR
         self.ready = True
-
-    def _views(self, ctx: Context, p: LoCoOpParams, split, n: int,
-               per_epoch: int) -> TrainingViews:
-        """One crop per image and epoch (Dassl's train transform), encoded global + local."""
-        aug = Augment.parse(p.augment)
-        recipe = CropRecipe(size=ctx.backbone.preprocess.crop, interpolation="bicubic",
-                            source=CROP_SOURCE)
-        kinds = (GLOBAL, LOCAL)
-        path = ctx.artifact_path("locoop-views", views_artifact_spec(
-            ctx.backbone, split, recipe, aug, ctx.seed, kinds)) if aug.mode == "views" else None
-
-        def plan(epoch):
-            return [epoch_batch(n, p.batch_size, epoch * per_epoch + j, ctx.seed)
-                    for j in range(per_epoch)]
-
-        return TrainingViews(split.manifest, recipe, aug, 1, ctx.seed, ctx.encode_global_local,
-                             kinds, ctx.device, plan, artifact=path,
-                             dtypes={LOCAL: np.float16}, quiet=ctx.quiet,
-                             field=f"{self.name}.augment")
 
     def score_and_predict(self, feats):
         p = self.effective

@@ -50,10 +50,12 @@ class TrainConfig:
     weight_decay: float = 0.0
     momentum: float = 0.9
     nesterov: bool = False
-    schedule: Literal["cosine", "constant"] = "cosine"
+    schedule: Literal["cosine", "constant", "epoch-cosine"] = "cosine"
     min_lr: float = 0.0
     warmup_steps: int = 0
     warmup_lr: float = 1e-5
+    epoch_steps: int = 0  # steps per epoch, for "epoch-cosine"
+    epochs: int = 0  # cosine period in epochs (T_max), for "epoch-cosine"
     grad_clip: float | None = None
     seed: int = 0
     amp: bool = True
@@ -68,7 +70,11 @@ class TrainConfig:
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Learning rate of step ``step`` (0-based): constant warm-up, then cosine to ``min_lr``."""
+    """Learning rate of step ``step`` (0-based): constant warm-up, then cosine to ``min_lr``;
+    ``epoch-cosine`` steps it once per epoch, as Dassl's trainers do (:func:`dassl_epoch_lr`)."""
+    if cfg.schedule == "epoch-cosine":
+        return dassl_epoch_lr(step // cfg.epoch_steps, cfg.lr, cfg.epochs,
+                              cfg.warmup_steps // cfg.epoch_steps, cfg.warmup_lr)
     if step < cfg.warmup_steps:
         return cfg.warmup_lr
     if cfg.schedule == "constant":
@@ -76,6 +82,19 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     span = max(1, cfg.total - cfg.warmup_steps)
     t = (step - cfg.warmup_steps) / span
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * t))
+
+
+def dassl_epoch_lr(epoch: int, lr: float, epochs: int, warmup_epochs: int,
+                   warmup_lr: float) -> float:
+    """The learning rate of ``epoch`` (0-based) under Dassl's ``cosine`` scheduler with a
+    constant warm-up (``WARMUP_RECOUNT`` True), stepped once per epoch as its trainers do.
+
+    Epochs ``< warmup_epochs`` run at ``warmup_lr``; then ``CosineAnnealingLR(T_max=epochs)``
+    restarts from its first value: epoch e runs at lr * (1 + cos(pi * (e - warmup) / epochs)) / 2.
+    """
+    if epoch < warmup_epochs:
+        return warmup_lr
+    return 0.5 * lr * (1 + math.cos(math.pi * (epoch - warmup_epochs) / epochs))
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -245,44 +244,30 @@ def views_artifact_spec(backbone, split, recipe: CropRecipe, augment: Augment, s
             "kinds": list(kinds), "version": VIEWS_VERSION}
 
 
-def dassl_epoch_lr(epoch: int, lr: float, epochs: int, warmup_epochs: int,
-                   warmup_lr: float) -> float:
-    """The learning rate of ``epoch`` (0-based) under Dassl's ``cosine`` scheduler with a
-    constant warm-up (``WARMUP_RECOUNT`` True), stepped once per epoch as its trainers do.
+def dassl_local_views(ctx, split, augment: str, per_epoch: int, batch_size: int,
+                      batches: int, name: str, source: str, drop_last: bool = False,
+                      field: str = "augment") -> TrainingViews:
+    """Dassl's train transform (bicubic RandomResizedCrop + flip) of a few-shot split, ``per_epoch``
+    views per image and epoch, encoded global + local (``local`` stored as float16) through the
+    Context; the batches of epoch e are ``epoch_batch`` steps e * batches .. e * batches + batches
+    - 1. ``views:K`` views are saved under ``<artifact_dir>/<name>``. LoCoOp and Local-Prompt."""
+    from oodbench.detectors.base import GLOBAL, LOCAL
+    from oodbench.training.trainer import epoch_batch
 
-    Epochs ``< warmup_epochs`` run at ``warmup_lr``; then ``CosineAnnealingLR(T_max=epochs)``
-    restarts from its first value: epoch e runs at lr * (1 + cos(pi * (e - warmup) / epochs)) / 2.
-    """
-    if epoch < warmup_epochs:
-        return warmup_lr
-    return 0.5 * lr * (1 + math.cos(math.pi * (epoch - warmup_epochs) / epochs))
+    aug = Augment.parse(augment)
+    recipe = CropRecipe(size=ctx.backbone.preprocess.crop, interpolation="bicubic", source=source)
+    kinds = (GLOBAL, LOCAL)
+    path = ctx.artifact_path(name, views_artifact_spec(
+        ctx.backbone, split, recipe, aug, ctx.seed, kinds)) if aug.mode == "views" else None
+    n = len(split.manifest)
 
+    def plan(epoch):
+        return [epoch_batch(n, batch_size, epoch * batches + j, ctx.seed, drop_last=drop_last)
+                for j in range(batches)]
 
-@contextlib.contextmanager
-def per_epoch_lr(module: torch.nn.Module, lr_of_step: Callable[[int], float],
-                 current_step: Callable[[], int]):
-    """Within the block, the optimizer of ``module``'s parameters steps at ``lr_of_step(step)``.
-
-    The shared trainer sets a per-step learning rate; Dassl's recipes (LoCoOp, Local-Prompt) step
-    theirs once per epoch. Until the trainer takes a schedule function, this optimizer pre-step
-    hook overrides the rate of the optimizer that holds ``module``'s parameters, only while the
-    block runs; ``current_step()`` is the step the loss function was last called for.
-    """
-    from torch.optim.optimizer import register_optimizer_step_pre_hook
-
-    ours = {id(p) for p in module.parameters()}
-
-    def hook(optimizer, args, kwargs):
-        if all(id(p) in ours for g in optimizer.param_groups for p in g["params"]):
-            lr = lr_of_step(current_step())
-            for g in optimizer.param_groups:
-                g["lr"] = lr
-
-    handle = register_optimizer_step_pre_hook(hook)
-    try:
-        yield
-    finally:
-        handle.remove()
+    return TrainingViews(split.manifest, recipe, aug, per_epoch, ctx.seed,
+                         ctx.encode_global_local, kinds, ctx.device, plan, artifact=path,
+                         dtypes={LOCAL: np.float16}, quiet=ctx.quiet, field=field)
 
 
 def with_toy_views(given, used, protocol_name: str, per_epoch: int):
