@@ -87,8 +87,7 @@ class MSP(ZeroShotDetector):
                       else float(ctx.backbone.model.logit_scale.detach().exp()))
 
     def score_from_logits(self, s: torch.Tensor) -> torch.Tensor:
-        scale = getattr(self, "scale", self.params.logit_scale or 100.0)
-        return torch.softmax(s * scale, dim=1).max(dim=1).values
+        return torch.softmax(s * self.scale, dim=1).max(dim=1).values
 
 
 @DETECTORS.register("maxlogit")
