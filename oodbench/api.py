@@ -156,6 +156,10 @@ def score(detector: str, id_features: Any, ood_features: Any, *,
 class _Classes:
     """The little of a protocol that a zero-shot setup reads: the ID class names."""
 
+    name = "user-features"
+    version = "0"
+    train = None
+
     def __init__(self, classnames: list[str]):
         self.classnames = list(classnames)
 

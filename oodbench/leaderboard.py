@@ -24,7 +24,7 @@ import json
 import math
 import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -827,15 +827,21 @@ def random_weights(rec: ResultRecord) -> bool:
 
 def build_leaderboards(results_dir: Path, out_dir: Path | None, plots: bool,
                        reported_path: Path | None = None,
-                       include_limited: bool = False) -> list[Path]:
+                       include_limited: bool = False, formats: Sequence[str] = ("md", "csv"),
+                       show: Callable[[Layout, list[Row]], None] | None = None) -> list[Path]:
     """Write ``<out>/<protocol>.csv`` and ``.md`` for every protocol with records; return the paths.
 
     ``out_dir`` defaults to ``<results_dir>/leaderboard``; reported numbers come from
     ``reported_path`` or :func:`default_reported_path`. With ``plots``, ROC curves and score
     histograms are written to ``<out>/<protocol>/`` and linked from the markdown. Smoke runs
     (``--limit``) are left out unless ``include_limited``; then they are rows of their own,
-    marked as such.
+    marked as such. ``formats`` picks the tables written (:data:`FORMATS`: ``md``, ``csv``,
+    ``tex``); ``show`` is called with each protocol's layout and rows (the CLI prints them).
     """
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise LeaderboardError(f"leaderboard format(s) {unknown or '(none)'} unknown; use some of "
+                               f"{', '.join(FORMATS)}, comma-separated")
     results_dir = Path(results_dir)
     out = Path(out_dir) if out_dir else results_dir / "leaderboard"
     rpath = reported_path or default_reported_path(results_dir)
@@ -862,10 +868,15 @@ def build_leaderboards(results_dir: Path, out_dir: Path | None, plots: bool,
             from oodbench.plots import plot_rows
 
             links = plot_rows(layout, rows, out)
-        csv_path, md_path = out / f"{protocol}.csv", out / f"{protocol}.md"
-        atomic_write_text(csv_path, csv_text(layout, rows))
-        atomic_write_text(md_path, markdown_text(layout, rows, reported, links))
-        written += [csv_path, md_path]
+        for fmt in ("csv", "md", "tex"):
+            if fmt not in formats:
+                continue
+            text = (csv_text(layout, rows) if fmt == "csv" else latex_text(layout, rows)
+                    if fmt == "tex" else markdown_text(layout, rows, reported, links))
+            atomic_write_text(out / f"{protocol}.{fmt}", text)
+            written.append(out / f"{protocol}.{fmt}")
+        if show is not None:
+            show(layout, rows)
         diffs = [d for row in rows for d in differences(row, reported_for(row, layout, reported))]
         if diffs:
             cmp_path = out / f"{protocol}.reported.csv"

@@ -51,14 +51,19 @@ def detector_code_digest(cls: type) -> str:
     of its code or of its toy preset (which a user's params alone would not reveal).
 
     A class with no file to read (typed into ``python -`` or a notebook) is hashed from its own
-    source when ``inspect`` finds it, else from the bytecode of its methods (:func:`code_bytes`).
+    source when ``inspect`` finds it, else from the bytecode of its methods (:func:`code_bytes`);
+    one of ``__main__`` adds its own bytecode to the file's hash, since code run by ``exec`` or a
+    notebook kernel is not in the file that ``__main__`` names.
     """
     try:
         path = inspect.getsourcefile(cls)
     except TypeError:  # a built-in or C-defined class
         path = None
     if path and Path(path).is_file():
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+        data = Path(path).read_bytes()
+        if cls.__module__ == "__main__":
+            data += b"\0" + code_bytes(cls)
+        return hashlib.sha256(data).hexdigest()[:16]
     try:
         data = inspect.getsource(cls).encode()
     except (OSError, TypeError):
