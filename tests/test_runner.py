@@ -31,7 +31,7 @@ def test_record_has_every_documented_field(standin_root, tmp_path):
     assert {"average", "far"} <= set(d["groups"])
     assert d["protocol"]["sets"]["ImageNet-1k"]["n"] == 12
     assert len(d["protocol"]["sets"]["iNaturalist"]["manifest_sha256"]) == 64
-    assert d["detector"] == {"name": "mcm", "version": "1",
+    assert d["detector"] == {"name": "mcm", "version": "1", "stochastic": False,
                              "params": {"template": "a photo of a {}", "temperature": 1.0}}
     assert {"extract", "setup", "score", "total"} <= set(d["timings"])
     assert {"torch", "open_clip", "git_commit", "device"} <= set(d["environment"])
