@@ -138,10 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="list registered detectors, protocols or backbones")
     ls.add_argument("what", choices=["detectors", "protocols", "backbones"])
 
-    lb = sub.add_parser("leaderboard", help="build CSV + markdown leaderboards from result records")
+    lb = sub.add_parser("leaderboard", help="build CSV + markdown (+ LaTeX) leaderboards from "
+                        "result records and print them")
     lb.add_argument("--results-dir", default="results")
     lb.add_argument("--out", help="output folder (default <results-dir>/leaderboard)")
-    lb.add_argument("--plots", action="store_true", help="also write ROC curves and histograms")
+    lb.add_argument("--format", default="md,csv",
+                    help="tables to write, comma-separated: md, csv, tex (default md,csv)")
+    lb.add_argument("--plots", action="store_true",
+                    help="also write ROC curves, score histograms and a ROC overlay per protocol")
     lb.add_argument("--include-limited", action="store_true",
                     help="also tabulate smoke runs (--limit), as rows of their own")
     lb.add_argument("--quiet", action="store_true")
@@ -344,11 +348,18 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from oodbench.leaderboard import build_leaderboards
+    from oodbench.leaderboard import build_leaderboards, terminal_table
 
+    def show(layout, rows) -> None:
+        from rich.console import Console
+
+        Console(width=max(Console().width, 150)).print(terminal_table(layout, rows))
+
+    formats = [f.strip() for f in args.format.split(",") if f.strip()]
     written = build_leaderboards(
         Path(args.results_dir), Path(args.out) if args.out else None, plots=args.plots,
-        include_limited=args.include_limited,
+        include_limited=args.include_limited, formats=formats,
+        show=None if args.quiet else show,
     )
     if not args.quiet:
         for path in written:

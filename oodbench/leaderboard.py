@@ -1,10 +1,13 @@
-"""Leaderboards: result records -> one CSV and one markdown table per protocol (and plots).
+"""Leaderboards: result records -> one CSV, markdown (and LaTeX) table per protocol, and plots.
 
-Records are read from ``<results>/runs/<protocol>/<backbone>/<detector>/seed<k>.json``. A row is
-one detector directory (``mcm``, or ``mcm@1a2b3c4d`` for non-default hyperparameters: a distinct
-row) x backbone x detector version; its cells are the mean and sample standard deviation (ddof=1)
-over seeds. Values are percentages with two decimals; time is seconds per run. Rows are sorted by
-average FPR95, best first.
+Records are read from ``<results>/runs/<protocol>/<backbone>/<detector>/seed<k>.json`` into the
+tidy DataFrame of :mod:`oodbench.frames`. A row is one detector directory (``mcm``, or
+``mcm@1a2b3c4d`` for non-default hyperparameters: a distinct row) x backbone x detector version;
+its cells are the mean and sample standard deviation (ddof=1) over seeds, one ``groupby``/``agg``
+over the records' cells (:func:`row_stats`). Values are percentages with two decimals; costs are
+seconds per run (the record's total, its feature extraction, and the detector's own setup +
+scoring). A deterministic detector (``stochastic = False``) shows no ``± 0.00``: its seeds repeat
+one measurement. Rows are sorted by average FPR95, best first.
 
 A table never mixes protocol versions or metrics-schema versions: such records raise
 :class:`LeaderboardError`, naming them. The paper numbers of ``results/reported.csv`` are set
@@ -21,14 +24,20 @@ import json
 import math
 import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
+
 from oodbench.errors import OodbenchError
+from oodbench.frames import COST_CELLS, cell_frame, run_fields, tidy_frame
 from oodbench.io import atomic_write_text
 from oodbench.metrics import METRIC_KEYS
 from oodbench.record import ResultRecord
+
+FORMATS = ("md", "csv", "tex")
+"""Table formats ``build_leaderboards`` writes (markdown and CSV by default)."""
 
 TOLERANCE = {"fpr95": 2.0, "fpr95_openood": 2.0, "auroc": 1.0, "aupr_in": 1.0, "aupr_out": 1.0,
              "id_accuracy": 1.0}
@@ -84,10 +93,15 @@ class Row:
     runs: list[Run] = field(default_factory=list)
     explicit: tuple[str, ...] = ()  # params set by hand to their default (kept off toy presets)
     variant: str = ""  # a --limit / --skip-unreadable measurement, kept apart from full runs
+    stats: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    declared_stochastic: bool | None = None  # a row built from a frame says it; else the records
+    seed_list: list[int] | None = None  # a row built from a frame (no records) lists its seeds
 
     @property
     def seeds(self) -> list[int]:
         """The seeds of the row's runs, sorted."""
+        if self.seed_list is not None:
+            return list(self.seed_list)
         return sorted(r.record.seed for r in self.runs)
 
     @property
@@ -100,7 +114,7 @@ class Row:
     def data(self) -> str:
         """Short fingerprint of the image lists the runs used ('mixed' when seeds differ)."""
         keys = {data_key(r.record) for r in self.runs}
-        return keys.pop() if len(keys) == 1 else "mixed"
+        return keys.pop() if len(keys) == 1 else "mixed" if keys else ""
 
     @property
     def skipped(self) -> dict[str, int]:
@@ -111,14 +125,29 @@ class Row:
                 out[name] = max(out.get(name, 0), int(n))
         return {k: v for k, v in out.items() if v}
 
-    def values(self, key: str) -> list[float]:
-        """Per-seed values of one cell (see :func:`cell_value`), NaN-free."""
-        out = [cell_value(r.record, key) for r in self.runs]
-        return [v for v in out if v is not None and not math.isnan(v)]
+    @property
+    def stochastic(self) -> bool:
+        """Whether the detector's scores depend on the seed: what its records say, else what the
+        registered class declares (True for a detector no longer installed)."""
+        if self.declared_stochastic is not None:
+            return self.declared_stochastic
+        said = {r.record.detector.get("stochastic") for r in self.runs} - {None}
+        if said:
+            return any(said)
+        try:
+            from oodbench.registry import DETECTORS
+
+            return bool(DETECTORS.get(self.detector).stochastic)
+        except Exception:  # not installed any more: assume the seeds matter
+            return True
+
+    def mean_std(self, key: str) -> tuple[float | None, float | None]:
+        """Mean and sample std over seeds of one cell (:func:`row_stats`; None when missing)."""
+        return self.stats.get(key, (None, None))
 
     def mean(self, key: str) -> float | None:
         """Mean over seeds of one cell (None when no run has it)."""
-        return mean_std(self.values(key))[0]
+        return self.mean_std(key)[0]
 
 
 @dataclass(frozen=True)
@@ -297,6 +326,32 @@ def backbone_label(backbone: dict) -> str:
     return label
 
 
+def runs_frame(runs: Sequence[Run]) -> pd.DataFrame:
+    """The tidy frame (:func:`oodbench.frames.tidy_frame`) of runs read from a results folder."""
+    return tidy_frame((r.record, run_fields(r.record, r.label, backbone_label(r.record.backbone),
+                                            r.variant, r.path)) for r in runs)
+
+
+def row_stats(rows: Sequence[Row]) -> None:
+    """Fill each row's ``stats``: mean and sample std (ddof=1) over its runs of every cell of
+    :func:`oodbench.frames.cell_frame`, by one ``groupby``/``agg`` (missing values are skipped; a
+    std of fewer than two values is None)."""
+    runs = [r for row in rows for r in row.runs]
+    if not runs:
+        return
+    cells = cell_frame(runs_frame(runs))
+    which = {str(r.path): i for i, row in enumerate(rows) for r in row.runs}
+    agg = cells.groupby([which[p] for p in cells.index]).agg(["mean", "std"])
+    for i, row in enumerate(rows):
+        line = agg.loc[i]
+        row.stats = {k: (_num(line[(k, "mean")]), _num(line[(k, "std")]))
+                     for k in cells.columns}
+
+
+def _num(v: float) -> float | None:
+    return None if pd.isna(v) else float(v)
+
+
 def rows_of(runs: Sequence[Run]) -> list[Row]:
     """Runs grouped into rows (detector dir x backbone x detector version), best average first."""
     rows: dict[tuple[str, str, str], Row] = {}
@@ -311,6 +366,7 @@ def rows_of(runs: Sequence[Run]) -> list[Row]:
         row.runs.append(r)
     for row in rows.values():
         row.runs.sort(key=lambda r: r.record.seed)
+    row_stats(list(rows.values()))
     return sorted(rows.values(), key=_sort_key)
 
 
@@ -321,43 +377,10 @@ def _sort_key(row: Row) -> tuple:
             row.variant)
 
 
-def cell_value(rec: ResultRecord, key: str) -> float | None:
-    """One number of a record in display units (% or seconds).
-
-    Keys: ``<set or group>/<metric>`` (groups include ``average``), ``id_accuracy``, ``time``,
-    ``shifted:<set>/id_accuracy`` and ``shifted:<set>/<metric>`` (average over OOD sets).
-    """
-    if key == "time":
-        return rec.timings.get("total")
-    if key == "id_accuracy":
-        return None if rec.id_accuracy is None else 100.0 * rec.id_accuracy
-    where, _, metric = key.rpartition("/")
-    if where.startswith("shifted:"):
-        s = rec.shifted.get(where[len("shifted:"):])
-        if s is None:
-            return None
-        if metric == "id_accuracy":
-            return None if s.get("id_accuracy") is None else 100.0 * s["id_accuracy"]
-        v = s.get("groups", {}).get("average", {}).get(metric)
-    else:
-        v = (rec.metrics.get(where) or rec.groups.get(where) or {}).get(metric)
-    return None if v is None else 100.0 * v
-
-
 def data_key(rec: ResultRecord) -> str:
     """12-hex fingerprint of every set's manifest hash: equal keys = the same images were used."""
     sets = {n: s.get("manifest_sha256") for n, s in sorted(rec.protocol.get("sets", {}).items())}
     return hashlib.sha256(json.dumps(sets, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
-    """Mean and sample standard deviation (ddof=1; None for fewer than two values)."""
-    if not values:
-        return None, None
-    m = sum(values) / len(values)
-    if len(values) < 2:
-        return m, None
-    return m, math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
 
 
 # ----------------------------------------------------------------------------- reported numbers
@@ -442,40 +465,43 @@ def differences(row: Row, entries: Sequence[Reported]) -> list[dict]:
 # ----------------------------------------------------------------------------- CSV
 
 def csv_columns(layout: Layout) -> list[str]:
-    """Cell keys of the CSV, in order."""
+    """Cell keys of the CSV, in order (the costs after the run's total time come last, added
+    after the first tables were published)."""
     keys = []
     for where in (*layout.ood_sets, *layout.groups, "average"):
         keys += [f"{where}/{m}" for m in METRIC_KEYS]
     keys.append("id_accuracy")
     for s in layout.shifted:
         keys += [f"shifted:{s}/id_accuracy"] + [f"shifted:{s}/{m}" for m in METRIC_KEYS]
-    keys.append("time")
+    keys += list(COST_CELLS)
     return keys
 
 
-def csv_text(layout: Layout, rows: Sequence[Row]) -> str:
-    """The protocol's CSV: one line per row; each cell as mean and std columns."""
-    keys = csv_columns(layout)
-    head = ["protocol", "protocol_version", "metrics_schema", "detector", "detector_name",
-            "detector_version", "params", "backbone", "n_seeds", "seeds", "limit", "data",
-            "skipped_unreadable"]
-    cols = []
-    for k in keys:
-        name = _csv_name(k)
-        cols += [name, f"{name}_std"]
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(head + cols)
+def leaderboard_frame(layout: Layout, rows: Sequence[Row]) -> pd.DataFrame:
+    """The protocol's table as a DataFrame, one line per row: who (detector, params, backbone,
+    seeds, data), then every cell of :func:`csv_columns` as a mean column and a ``_std`` column
+    (NaN where missing), then ``stochastic``."""
+    lines = []
     for row in rows:
-        line = [layout.protocol, layout.version, layout.metrics_schema, row.label, row.detector,
-                row.version, json.dumps(row.params, sort_keys=True), row.backbone,
-                len(row.runs), " ".join(map(str, row.seeds)), row.limit or "", row.data,
-                skipped_text(row)]
-        for k in keys:
-            m, s = mean_std(row.values(k))
-            line += [_fmt_csv(m), _fmt_csv(s)]
-        w.writerow(line)
-    return buf.getvalue()
+        line = {"protocol": layout.protocol, "protocol_version": layout.version,
+                "metrics_schema": layout.metrics_schema, "detector": row.label,
+                "detector_name": row.detector, "detector_version": row.version,
+                "params": json.dumps(row.params, sort_keys=True), "backbone": row.backbone,
+                "n_seeds": len(row.seeds), "seeds": " ".join(map(str, row.seeds)),
+                "limit": row.limit or "", "data": row.data, "skipped_unreadable": skipped_text(row)}
+        for k in csv_columns(layout):
+            m, s = row.mean_std(k)
+            line[_csv_name(k)] = math.nan if m is None else m
+            line[f"{_csv_name(k)}_std"] = math.nan if s is None else s
+        line["stochastic"] = str(row.stochastic).lower()
+        lines.append(line)
+    return pd.DataFrame(lines)
+
+
+def csv_text(layout: Layout, rows: Sequence[Row]) -> str:
+    """The protocol's CSV (:func:`leaderboard_frame`, two decimals, empty where missing)."""
+    return leaderboard_frame(layout, rows).to_csv(index=False, lineterminator="\n",
+                                                  float_format="%.2f")
 
 
 def skipped_text(row: Row) -> str:
@@ -484,13 +510,9 @@ def skipped_text(row: Row) -> str:
 
 
 def _csv_name(key: str) -> str:
-    if key == "time":
-        return "time_s"
+    if key in COST_CELLS:
+        return COST_CELLS[key]
     return key.replace("shifted:", "shifted_").replace("/", "_")
-
-
-def _fmt_csv(v: float | None) -> str:
-    return "" if v is None else f"{v:.2f}"
 
 
 def comparison_csv_text(diffs: Sequence[dict]) -> str:
@@ -507,10 +529,22 @@ def comparison_csv_text(diffs: Sequence[dict]) -> str:
 # ----------------------------------------------------------------------------- markdown
 
 def _cell(row: Row, key: str) -> str:
-    m, s = mean_std(row.values(key))
+    m, s = row.mean_std(key)
     if m is None:
         return "–"
-    return f"{m:.2f}" if s is None else f"{m:.2f} ± {s:.2f}"
+    if s is None or (s == 0.0 and not row.stochastic and key not in COST_CELLS):
+        return f"{m:.2f}"  # one seed, or a deterministic detector's repeats of one measurement
+    return f"{m:.2f} ± {s:.2f}"
+
+
+def seeds_text(row: Row) -> str:
+    """'3 (0,1,2)'; 'deterministic (seed 0)' for a detector whose scores ignore the seed (its
+    repeated seeds, from before it was run once: 'deterministic (3 runs: 0,1,2)')."""
+    seeds = ",".join(map(str, row.seeds))
+    n = len(row.seeds)
+    if row.stochastic:
+        return f"{n} ({seeds})"
+    return f"deterministic (seed {seeds})" if n == 1 else f"deterministic ({n} runs: {seeds})"
 
 
 def _pair(row: Row, where: str, fpr: str = "fpr95") -> str:
@@ -547,15 +581,20 @@ def markdown_text(layout: Layout, rows: Sequence[Row], reported: Sequence[Report
         f"Metrics schema v{layout.metrics_schema}. Cells are FPR95↓ / AUROC↑ in %, mean ± sample "
         "standard deviation over seeds (no ± with one seed). Rows are sorted by average FPR95. "
         f"Images per set: {sizes}.", "",
+        "A deterministic detector's scores do not depend on the seed: it runs once, and its "
+        "cells have no ±. Costs are seconds per run: time/run is the record's total; extract is "
+        "the feature extraction it paid for (the first detector of a command extracts what the "
+        "others then reuse), setup+score the detector's own work.", "",
         FPR95_CONVENTION_TEXT, "",
     ]
     groups = [*layout.groups, "average"]
     head = (["detector", "backbone", "params", "seeds"] + layout.ood_sets
-            + [g.capitalize() for g in groups] + ["ID acc.", "time/run (s)"])
+            + [g.capitalize() for g in groups] + ["ID acc.", "time/run (s)", "extract (s)",
+                                                  "setup+score (s)"])
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     notes, all_diffs = [], []
     for row in rows:
-        seeds = f"{len(row.runs)} ({','.join(map(str, row.seeds))})"
+        seeds = seeds_text(row)
         name = row.label + (f" v{row.version}" if row.version != "1" else "")
         if row.limit:
             name += f" (smoke: ≤{row.limit} images/set)"
@@ -572,7 +611,7 @@ def markdown_text(layout: Layout, rows: Sequence[Row], reported: Sequence[Report
                          "the full ones")
         cells = ([name, row.backbone, params_text(row), seeds]
                  + [_pair(row, s) for s in layout.ood_sets] + [_pair(row, g) for g in groups]
-                 + [_cell(row, "id_accuracy"), _cell(row, "time")])
+                 + [_cell(row, "id_accuracy")] + [_cell(row, k) for k in COST_CELLS])
         lines.append("| " + " | ".join(cells) + " |")
         if row.limit:
             notes.append(f"{row.label} on {row.backbone}: smoke run on at most {row.limit} images "
@@ -631,15 +670,16 @@ def _reported_lines(row: Row, layout: Layout, groups: list[str],
         if conv == "ood":
             ours = [_pair(row, w, fpr) for w in where]
             out.append("| " + " | ".join(["↳ reproduced, " + conv_text, "", "", ""] + ours
-                                         + ["", ""]) + " |")
+                                         + [""] * (1 + len(COST_CELLS))) + " |")
         rep = [_reported_pair(got, w) for w in where]
         acc = got.get(("", "id_accuracy")) or got.get(("ID", "id_accuracy"))
         out.append("| " + " | ".join([f"↳ reported ({conv_text}): {sources}", "", "", ""] + rep
-                                     + [f"{acc.value:.2f}" if acc else "", ""]) + " |")
+                                     + [f"{acc.value:.2f}" if acc else ""]
+                                     + [""] * len(COST_CELLS)) + " |")
         diffs = [_diff_pair(row, got, w, fpr) for w in where]
         acc_diff = _diff_one(row, acc, "id_accuracy") if acc else ""
         out.append("| " + " | ".join(["↳ reproduced − reported", "", "", ""] + diffs
-                                     + [acc_diff, ""]) + " |")
+                                     + [acc_diff] + [""] * len(COST_CELLS)) + " |")
     return out
 
 
@@ -683,6 +723,101 @@ def _shifted_lines(layout: Layout, rows: Sequence[Row]) -> list[str]:
     return out + [""]
 
 
+# ----------------------------------------------------------------------------- LaTeX, terminal
+
+LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+                  "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+                  "^": r"\textasciicircum{}"}
+
+
+def _latex_escape(text: str) -> str:
+    return "".join(LATEX_SPECIALS.get(c, c) for c in text)
+
+
+def latex_frame(layout: Layout, rows: Sequence[Row]) -> pd.DataFrame:
+    """The main table as LaTeX cells: (set or group, FPR95↓ / AUROC↑) column pairs, ID accuracy;
+    ``mean$\\pm$std``, the mean alone where the markdown shows no ±."""
+    groups = [*layout.groups, "average"]
+    data = {}
+    for row in rows:
+        line = {("detector", ""): _latex_escape(row.label), ("backbone", ""):
+                _latex_escape(row.backbone)}
+        for where in [*layout.ood_sets, *groups]:
+            name = _latex_escape(where if where in layout.ood_sets else where.capitalize())
+            line[(name, "FPR95$\\downarrow$")] = _cell(row, f"{where}/fpr95")
+            line[(name, "AUROC$\\uparrow$")] = _cell(row, f"{where}/auroc")
+        line[("ID acc.", "")] = _cell(row, "id_accuracy")
+        data[len(data)] = {k: v.replace(" ± ", "$\\pm$").replace("–", "--")
+                           for k, v in line.items()}
+    frame = pd.DataFrame.from_dict(data, orient="index")
+    if len(frame):
+        frame.columns = pd.MultiIndex.from_tuples(frame.columns)
+    return frame
+
+
+def latex_text(layout: Layout, rows: Sequence[Row]) -> str:
+    """The protocol's main table as a LaTeX ``tabular`` (booktabs rules), via ``to_latex``."""
+    frame = latex_frame(layout, rows)
+    caption = (f"{_latex_escape(layout.protocol)} (protocol v{_latex_escape(layout.version)}): "
+               "FPR95 / AUROC in \\%, mean $\\pm$ sample standard deviation over seeds")
+    return frame.to_latex(index=False, escape=False, multicolumn=True, multicolumn_format="c",
+                          column_format="ll" + "r" * (len(frame.columns) - 2), caption=caption,
+                          label=f"tab:{_latex_escape(layout.protocol)}")
+
+
+def terminal_table(layout: Layout, rows: Sequence[Row]):
+    """A rich Table of the main columns (group averages, ID accuracy, costs) for the terminal."""
+    from rich.table import Table
+
+    groups = [*layout.groups, "average"]
+    table = Table(title=f"{layout.protocol} (protocol v{layout.version}): FPR95↓ / AUROC↑ in %")
+    for col in ["detector", "backbone", "seeds", *[g.capitalize() for g in groups], "ID acc.",
+                "extract (s)", "setup+score (s)"]:
+        table.add_column(col, justify="left" if col in ("detector", "backbone") else "right")
+    for row in rows:
+        table.add_row(row.label, row.backbone, seeds_text(row), *[_pair(row, g) for g in groups],
+                      _cell(row, "id_accuracy"), _cell(row, "extract"), _cell(row, "detect"))
+    return table
+
+
+def frame_tables(tidy: pd.DataFrame) -> list[tuple[Layout, list[Row]]]:
+    """(layout, rows) per protocol of a tidy frame (:func:`oodbench.frames.tidy_frame`, e.g. what
+    :func:`oodbench.evaluate` returns): rows are detector x backbone x version x variant with
+    the same statistics as the leaderboard's, sorted alike."""
+    out = []
+    for protocol, part in tidy.groupby("protocol", sort=True):
+        main = part[part["id_role"] == "id"]
+        ood = list(dict.fromkeys(main.loc[main["kind"] == "set", "set"]))
+        members = main[main["kind"] == "set"].drop_duplicates("set").groupby("group")["set"]
+        groups = [g for g, sets in members if g and len(sets) > 1 and set(sets) != set(ood)]
+        shifted = list(dict.fromkeys(part.loc[part["id_role"] == "shifted-id", "id_set"]))
+        id_set = main["id_set"].iloc[0] if len(main) else ""
+        layout = Layout(str(protocol), str(part["protocol_version"].iloc[0]),
+                        str(part["metrics_schema"].iloc[0]), ood, groups, shifted, id_set, {})
+        cells = cell_frame(part)
+        keys = ["detector", "backbone", "detector_version", "variant"]
+        runs = part.drop_duplicates([*keys, "seed"])
+        rows = []
+        for key, who in runs.groupby(keys, sort=False):
+            first = who.iloc[0]
+            stoch = who["stochastic"].dropna()
+            row = Row(key[0], first["detector_name"], key[2], json.loads(first["params"]),
+                      key[1], variant=key[3],
+                      declared_stochastic=bool(stoch.any()) if len(stoch) else None)
+            row.stats = _frame_stats(cells, who)
+            row.seed_list = sorted(int(x) for x in who["seed"])
+            rows.append(row)
+        out.append((layout, sorted(rows, key=_sort_key)))
+    return out
+
+
+def _frame_stats(cells: pd.DataFrame, who: pd.DataFrame) -> dict:
+    key = list(cells.index.names)
+    mine = cells.loc[pd.MultiIndex.from_frame(who[key]) if len(key) > 1 else who[key[0]]]
+    agg = mine.agg(["mean", "std"])
+    return {k: (_num(agg.loc["mean", k]), _num(agg.loc["std", k])) for k in cells.columns}
+
+
 # ----------------------------------------------------------------------------- build
 
 def random_weights(rec: ResultRecord) -> bool:
@@ -692,15 +827,21 @@ def random_weights(rec: ResultRecord) -> bool:
 
 def build_leaderboards(results_dir: Path, out_dir: Path | None, plots: bool,
                        reported_path: Path | None = None,
-                       include_limited: bool = False) -> list[Path]:
+                       include_limited: bool = False, formats: Sequence[str] = ("md", "csv"),
+                       show: Callable[[Layout, list[Row]], None] | None = None) -> list[Path]:
     """Write ``<out>/<protocol>.csv`` and ``.md`` for every protocol with records; return the paths.
 
     ``out_dir`` defaults to ``<results_dir>/leaderboard``; reported numbers come from
     ``reported_path`` or :func:`default_reported_path`. With ``plots``, ROC curves and score
     histograms are written to ``<out>/<protocol>/`` and linked from the markdown. Smoke runs
     (``--limit``) are left out unless ``include_limited``; then they are rows of their own,
-    marked as such.
+    marked as such. ``formats`` picks the tables written (:data:`FORMATS`: ``md``, ``csv``,
+    ``tex``); ``show`` is called with each protocol's layout and rows (the CLI prints them).
     """
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise LeaderboardError(f"leaderboard format(s) {unknown or '(none)'} unknown; use some of "
+                               f"{', '.join(FORMATS)}, comma-separated")
     results_dir = Path(results_dir)
     out = Path(out_dir) if out_dir else results_dir / "leaderboard"
     rpath = reported_path or default_reported_path(results_dir)
@@ -727,10 +868,15 @@ def build_leaderboards(results_dir: Path, out_dir: Path | None, plots: bool,
             from oodbench.plots import plot_rows
 
             links = plot_rows(layout, rows, out)
-        csv_path, md_path = out / f"{protocol}.csv", out / f"{protocol}.md"
-        atomic_write_text(csv_path, csv_text(layout, rows))
-        atomic_write_text(md_path, markdown_text(layout, rows, reported, links))
-        written += [csv_path, md_path]
+        for fmt in ("csv", "md", "tex"):
+            if fmt not in formats:
+                continue
+            text = (csv_text(layout, rows) if fmt == "csv" else latex_text(layout, rows)
+                    if fmt == "tex" else markdown_text(layout, rows, reported, links))
+            atomic_write_text(out / f"{protocol}.{fmt}", text)
+            written.append(out / f"{protocol}.{fmt}")
+        if show is not None:
+            show(layout, rows)
         diffs = [d for row in rows for d in differences(row, reported_for(row, layout, reported))]
         if diffs:
             cmp_path = out / f"{protocol}.reported.csv"

@@ -27,7 +27,7 @@ RECORD_SCHEMA_VERSION = "1"
 class ResultRecord:
     """One run of one detector on one protocol with one backbone and seed."""
 
-    detector: dict  # {name, version, params}
+    detector: dict  # {name, version, params, stochastic (whether its scores depend on the seed)}
     # {name, version, n_classes, classnames_sha256,
     #  sets: {name: {role, group, n, manifest_sha256}}}
     protocol: dict

@@ -10,7 +10,9 @@ import torch or a heavy backend; the target is imported on first ``get``. A regi
 base class, which is checked when the entry is resolved. Unknown names raise
 :class:`UnknownNameError`, which suggests the close names. Third-party packages add entries through
 an entry-point group (``oodbench.detectors`` for detectors), read on first use. ``freeze()`` stops
-further registration (used by tests to catch import-time side effects).
+further registration (used by tests to catch import-time side effects). Registering a name again is
+refused unless it is the same definition: a class redefined under the same qualified name (a re-run
+notebook cell) replaces the old one, while a different class under a taken name raises.
 """
 
 from __future__ import annotations
@@ -95,9 +97,10 @@ class Registry(Generic[T]):
                 f"the {self.kind} registry is frozen; cannot register {entry.name!r}"
             )
         old = self._entries.get(entry.name)
-        if old is not None and not (old.lazy and not entry.lazy):
-            if old.target is not entry.target:
-                raise ValueError(f"{self.kind} {entry.name!r} is already registered")
+        if old is not None and not _same_definition(old, entry):
+            held = old.target if old.lazy else _qualname(old.target)
+            raise ValueError(f"{self.kind} {entry.name!r} is already registered ({held}); "
+                             "register yours under another name")
         if old is not None and not entry.description:
             entry.description = old.description
         self._entries[entry.name] = entry
@@ -165,6 +168,20 @@ class Registry(Generic[T]):
                 f"{base.__module__}.{base.__qualname__}; a plugin must register such a class"
             )
         return obj
+
+
+def _same_definition(old: Entry, new: Entry) -> bool:
+    """Whether ``new`` may replace ``old`` under one name: the same object, a lazy entry's module
+    registering its class on import, or a class defined again under the same qualified name (a
+    re-run notebook cell or script redefining ``__main__.MyDetector``). Anything else is a clash."""
+    if old.target is new.target:
+        return True
+    if old.lazy and new.lazy:
+        return old.target == new.target
+    if old.lazy:  # the module a lazy target names registers its own class when imported
+        return old.target.partition(":")[0] == getattr(new.target, "__module__", None)
+    target = new.target if new.lazy else _qualname(new.target)
+    return target == _qualname(old.target)
 
 
 def _resolve(target: str) -> Any:

@@ -386,7 +386,7 @@ def _run_group(spec: RunSpec, protocol: Protocol, backbone, cache: Cache, bar, c
     kinds = feature_kinds(frozenset().union(*(DETECTORS.get(n).needs for n in names)))
     feats.prefetch(protocol.sets(), kinds)
     for i, name in zip(indices, names, strict=True):
-        for j, seed in enumerate(spec.seeds):
+        for j, seed in enumerate(run_seeds(name, spec.seeds, spec.quiet)):
             det = make_detector(name, spec.params.get(name))
             rec = run_one(det, seed, protocol, backbone, feats, cache, spec, env)
             done[i, j] = rec
@@ -399,6 +399,16 @@ def _run_group(spec: RunSpec, protocol: Protocol, backbone, cache: Cache, bar, c
                 f"({rec.timings['total']:.1f}s)",
                 spec.quiet,
             )
+
+
+def run_seeds(name: str, seeds: list[int], quiet: bool = True) -> list[int]:
+    """The seeds a detector runs with: all of them, or only the first for a detector declaring
+    itself deterministic (``stochastic = False``), whose other seeds would repeat its record."""
+    if DETECTORS.get(name).stochastic or len(seeds) < 2:
+        return list(seeds)
+    say(f"  {name} is deterministic: run once, with seed {seeds[0]} (seeds {seeds[1:]} would "
+        "repeat it)", quiet)
+    return list(seeds[:1])
 
 
 def run_one(
@@ -452,7 +462,7 @@ def run_one(
             **{f"labels/{n}": v for n, v in labels.items()},
         )
     rec = ResultRecord(
-        detector=det.describe(),
+        detector={**det.describe(), "stochastic": type(det).stochastic},
         protocol=protocol_info(protocol, feats),
         backbone={
             "spec": spec.backbone,

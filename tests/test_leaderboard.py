@@ -92,7 +92,8 @@ def test_markdown_states_the_convention_and_shows_groups(tmp_path):
     header = next(ln for ln in md.splitlines() if ln.startswith("| detector"))
     assert "Near" in header and "Average" in header
     assert "Far" not in header  # a one-set group would repeat its set's column
-    assert "| mcm | ViT-B-16:openai | default | 1 (0) | 30.00 / 90.00 |" in md
+    assert ("| mcm | ViT-B-16:openai | default | deterministic (seed 0) | 30.00 / 90.00 |"
+            in md)  # mcm declares stochastic = False
 
 
 def test_param_variants_are_distinct_rows_with_their_params(tmp_path):

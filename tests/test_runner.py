@@ -31,7 +31,7 @@ def test_record_has_every_documented_field(standin_root, tmp_path):
     assert {"average", "far"} <= set(d["groups"])
     assert d["protocol"]["sets"]["ImageNet-1k"]["n"] == 12
     assert len(d["protocol"]["sets"]["iNaturalist"]["manifest_sha256"]) == 64
-    assert d["detector"] == {"name": "mcm", "version": "1",
+    assert d["detector"] == {"name": "mcm", "version": "1", "stochastic": False,
                              "params": {"template": "a photo of a {}", "temperature": 1.0}}
     assert {"extract", "setup", "score", "total"} <= set(d["timings"])
     assert {"torch", "open_clip", "git_commit", "device"} <= set(d["environment"])
@@ -73,10 +73,20 @@ def test_changed_hyperparameters_get_their_own_record(standin_root, tmp_path):
     assert d.startswith("mcm@")
 
 
-def test_seeds_write_one_record_each(standin_root, tmp_path):
+def test_seeds_write_one_record_each(standin_root, tmp_path, monkeypatch):
+    from oodbench.detectors.mcm import MCM
+
+    monkeypatch.setattr(MCM, "stochastic", True)  # as a detector whose scores use the seed
     recs = run(_spec(standin_root, tmp_path, ["mcm"], seeds=[0, 1]))
     assert [r.seed for r in recs] == [0, 1]
     assert (tmp_path / "res/runs/imagenet1k-mos4/tiny-random/mcm/seed1.json").is_file()
+
+
+def test_a_deterministic_detector_runs_once_for_several_seeds(standin_root, tmp_path):
+    recs = run(_spec(standin_root, tmp_path, ["mcm", "maxlogit"], seeds=[3, 1]))
+    assert [(r.detector["name"], r.seed, r.detector["stochastic"]) for r in recs] == [
+        ("mcm", 3, False), ("maxlogit", 3, False)]
+    assert not (tmp_path / "res/runs/imagenet1k-mos4/tiny-random/mcm/seed1.json").exists()
 
 
 def test_bad_run_spec_fields_are_named():

@@ -26,7 +26,9 @@ backbone (and feature cache entries) of that precision; ``precision_reason`` say
 
 ``feats`` maps a feature kind (``global``: (N, D) L2-normalised image embeddings; ``local``:
 (N, P, D) patch embeddings in the joint space) to float32 tensors on ``ctx.device``. Scores must not
-depend on how images are batched unless ``order_dependent`` is set. Text is encoded once, in
+depend on how images are batched unless ``order_dependent`` is set. ``stochastic`` (True unless
+set) says the scores depend on the run's seed; a detector whose setup ignores ``ctx.seed`` sets it
+False, and the runner then runs it once for the first of several seeds. Text is encoded once, in
 ``setup``, through ``ctx.encode_text`` (cached), never per image batch.
 """
 
@@ -281,6 +283,9 @@ class Detector:
     Params: ClassVar[type[DetectorParams]] = NoParams
     needs: ClassVar[frozenset[str]] = frozenset({GLOBAL})
     order_dependent: ClassVar[bool] = False
+    # whether the scores depend on the run's seed (training, random crops, seeded draws); a
+    # detector that sets False is run once however many seeds are asked for (the first one)
+    stochastic: ClassVar[bool] = True
     score_dtype: ClassVar[torch.dtype] = torch.float32
     # the authors' test-time choices (preprocessing acts; see Recipe)
     recipe: ClassVar[Recipe] = Recipe()

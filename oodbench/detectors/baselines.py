@@ -72,6 +72,7 @@ class MSP(ZeroShotDetector):
 
     name = "msp"
     version = "1"
+    stochastic = False  # zero-shot: no draw
     Params = LogitParams
     recipe = Recipe(
         source="xmed-lab/CLIPN: src/zero_shot_infer.py (MSP on 100 x cosine), "
@@ -96,6 +97,7 @@ class MaxLogit(ZeroShotDetector):
 
     name = "maxlogit"
     version = "2"
+    stochastic = False  # zero-shot: no draw
     Params = RawLogitParams
     recipe = MCM_RECIPE
     precision = "bf16"
@@ -111,6 +113,7 @@ class Energy(ZeroShotDetector):
 
     name = "energy"
     version = "2"
+    stochastic = False  # zero-shot: no draw
     Params = EnergyParams
     recipe = MCM_RECIPE
     precision = "bf16"

@@ -53,6 +53,7 @@ class GLMCM(ZeroShotDetector):
 
     name = "gl-mcm"
     version = "2"
+    stochastic = False  # zero-shot: no draw
     Params = GLMCMParams
     needs = frozenset({GLOBAL, LOCAL})
     recipe = Recipe(

@@ -31,6 +31,7 @@ class MCM(ZeroShotDetector):
 
     name = "mcm"
     version = "1"
+    stochastic = False  # zero-shot softmax: no draw
     Params = MCMParams
     recipe = Recipe(
         source="deeplearning-wisc/MCM: utils/train_eval_util.py (set_model_clip), "

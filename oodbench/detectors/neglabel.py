@@ -179,6 +179,7 @@ class NegLabel(Detector):
 
     name = "neglabel"
     version = "2"
+    stochastic = False  # its group permutation uses group_seed, not the run seed
     Params = NegLabelParams
     needs = frozenset({GLOBAL})
     recipe = Recipe(

@@ -48,9 +48,54 @@ def score_arrays(
 @functools.cache
 def detector_code_digest(cls: type) -> str:
     """sha256 of the source file defining a detector, so that cached scores do not outlive an edit
-    of its code or of its toy preset (which a user's params alone would not reveal)."""
-    path = inspect.getsourcefile(cls)
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16] if path else "unknown"
+    of its code or of its toy preset (which a user's params alone would not reveal).
+
+    A class with no file to read (typed into ``python -`` or a notebook) is hashed from its own
+    source when ``inspect`` finds it, else from the bytecode of its methods (:func:`code_bytes`);
+    one of ``__main__`` adds its own bytecode to the file's hash, since code run by ``exec`` or a
+    notebook kernel is not in the file that ``__main__`` names.
+    """
+    try:
+        path = inspect.getsourcefile(cls)
+    except TypeError:  # a built-in or C-defined class
+        path = None
+    if path and Path(path).is_file():
+        data = Path(path).read_bytes()
+        if cls.__module__ == "__main__":
+            data += b"\0" + code_bytes(cls)
+        return hashlib.sha256(data).hexdigest()[:16]
+    try:
+        data = inspect.getsource(cls).encode()
+    except (OSError, TypeError):
+        data = code_bytes(cls)
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def code_bytes(cls: type) -> bytes:
+    """A class's own definition as bytes: qualified name, bytecode and constants of every function
+    in its body (nested ones included), and the repr of its other attributes, in order."""
+    out = [f"{cls.__module__}:{cls.__qualname__}".encode()]
+
+    def code(c) -> None:
+        out.extend([c.co_name.encode(), c.co_code, repr(c.co_names).encode()])
+        for k in c.co_consts:
+            code(k) if inspect.iscode(k) else out.append(_stable_repr(k))
+
+    for name, value in cls.__dict__.items():
+        func = getattr(value, "__func__", value)  # staticmethod / classmethod
+        out.append(name.encode())
+        if inspect.isfunction(func):
+            code(func.__code__)
+        elif name not in ("__dict__", "__weakref__", "__module__", "__doc__"):
+            out.append(_stable_repr(value))
+    return b"\0".join(out)
+
+
+def _stable_repr(value: object) -> bytes:
+    """repr that does not depend on the process's hash seed (sets listed sorted)."""
+    if isinstance(value, (set, frozenset)):
+        return repr(sorted(repr(v) for v in value)).encode()
+    return repr(value).encode()
 
 
 def score_spec(
