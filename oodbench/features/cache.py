@@ -42,7 +42,7 @@ from oodbench.locks import FileLock
 
 LEVELS = ("text", "images", "scores", "checks")
 STALE_TMP_S = 3600.0  # a temporary file older than this belongs to a writer that died
-DEFAULT_CACHE = Path(".oodbench-cache")
+CACHE_ENV = "OODBENCH_CACHE"
 MARKER = "OODBENCH-CACHE.json"  # the cache's own marker: {"oodbench_cache": true, "layout": N}
 CACHE_LAYOUT = 1
 TOY_WORLD = "toy-world"  # oodbench.protocols.toy.world_root: the toy images, derived data
@@ -60,8 +60,17 @@ class CacheError(OodbenchError):
 
 
 def default_cache_dir() -> Path:
-    """``$OODBENCH_CACHE`` (an empty value counts as unset) or ``./.oodbench-cache``."""
-    return Path(os.environ.get("OODBENCH_CACHE") or DEFAULT_CACHE).expanduser()
+    """``$OODBENCH_CACHE``, else ``$XDG_CACHE_HOME/oodbench``, else ``~/.cache/oodbench``.
+
+    One cache per user, whatever the current folder (as the Hugging Face hub cache does), so that
+    changing directory never re-extracts features. An empty variable counts as unset.
+    """
+    own = os.environ.get(CACHE_ENV)
+    if own:
+        return Path(own).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "oodbench"
 
 
 def spec_key(spec: dict) -> str:
