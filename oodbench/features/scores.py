@@ -48,9 +48,33 @@ def score_arrays(
 @functools.cache
 def detector_code_digest(cls: type) -> str:
     """sha256 of the source file defining a detector, so that cached scores do not outlive an edit
-    of its code or of its toy preset (which a user's params alone would not reveal)."""
+    of its code or of its toy preset (which a user's params alone would not reveal). A plugin's
+    detector (defined outside oodbench) hashes its whole package instead (:func:`package_digest`):
+    an edit of any helper module it imports counts too."""
+    if cls.__module__.split(".", 1)[0] not in ("oodbench", "__main__"):
+        return package_digest(cls.__module__)
     path = inspect.getsourcefile(cls)
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16] if path else "unknown"
+
+
+def package_digest(module: str) -> str:
+    """sha256 over every ``.py`` file of the top-level package that holds ``module`` (its whole
+    module tree, names and bytes) and its distribution's version, when it is installed as one."""
+    import sys
+
+    from oodbench.registry import distribution_of
+
+    top = module.split(".", 1)[0]
+    mod = sys.modules.get(top)
+    h = hashlib.sha256(repr(distribution_of(top)).encode())
+    roots = list(getattr(mod, "__path__", []) or [])
+    files = ([(f"{i}/{p.relative_to(r).as_posix()}", p) for i, r in enumerate(map(Path, roots))
+              for p in sorted(Path(r).rglob("*.py"))] if roots
+             else [(top, Path(mod.__file__))] if getattr(mod, "__file__", None) else [])
+    for name, path in files:
+        h.update(f"{name}\0".encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def score_spec(
@@ -70,6 +94,7 @@ def score_spec(
             "classes": _sha(protocol.classnames),
             "train": train,
             "train_classes": _sha(protocol.training_classnames()),
+            **({"templates": list(protocol.templates)} if protocol.templates else {}),
         },
         "backbone": backbone.key(),
     }
