@@ -59,6 +59,7 @@ class Entry:
     description: str
     lazy: bool
     dist: tuple[str, str] | None = None  # (distribution, version) of a plugin's entry point
+    source: str = ""  # a plugin's entry point value, "module:attr"
 
 
 class Registry(Generic[T]):
@@ -119,7 +120,7 @@ class Registry(Generic[T]):
                 if old is None:
                     by = f"{origin[0]} {origin[1]}: " if origin else ""
                     self._entries[ep.name] = Entry(ep.name, ep.value, f"(plugin {by}{ep.value})",
-                                                   lazy=True, dist=origin)
+                                                   lazy=True, dist=origin, source=ep.value)
                 else:  # never shadow (or be shadowed by) a built-in silently
                     built_in = old.target if old.lazy else _qualname(old.target)
                     self._clashes.append(
@@ -163,7 +164,7 @@ class Registry(Generic[T]):
                     f"({type(e).__name__}: {e}); fix or reinstall the package that provides it, "
                     "or uninstall it") from None
             entry = self._entries[name] = Entry(name, obj, entry.description, lazy=False,
-                                                dist=entry.dist)
+                                                dist=entry.dist, source=entry.source)
         obj = entry.target
         base = _resolve(self.base) if isinstance(self.base, str) else self.base
         if base is not None and not (isinstance(obj, type) and issubclass(obj, base)):
@@ -181,8 +182,10 @@ class Registry(Generic[T]):
         Result records carry it, so that a number says which plugin release produced it.
         """
         entry = self._entry(name)
-        module = (entry.target.split(":", 1)[0] if entry.lazy
-                  else getattr(entry.target, "__module__", "") or "")
+        if entry.source or entry.lazy:  # a plugin's entry point, or a built-in lazy target
+            module = (entry.source or entry.target).split(":", 1)[0]
+        else:  # registered by decorator, by whichever module defines the class
+            module = getattr(entry.target, "__module__", "") or ""
         top = module.split(".", 1)[0]
         if top == "oodbench" or not module:
             return None

@@ -17,19 +17,19 @@ if TYPE_CHECKING:
 def protocol_class(name: str) -> type[ProtocolDef]:
     """The protocol class ``name`` denotes: a ``.yaml``/``.yml`` file, else a registered name
     (unknown names raise with suggestions)."""
-    from oodbench.protocols.yaml_protocol import is_protocol_file, yaml_protocol
+    from oodbench.protocols.yaml_protocol import is_protocol_file, protocol_file
 
     if is_protocol_file(name):
-        return yaml_protocol(name)
+        return protocol_file(name)
     return PROTOCOLS.get(name)
 
 
 def check_protocol_name(name: str) -> None:
     """Fail early on an unknown protocol name or a bad protocol file, importing nothing heavy."""
-    from oodbench.protocols.yaml_protocol import is_protocol_file, yaml_protocol
+    from oodbench.protocols.yaml_protocol import is_protocol_file, protocol_file
 
     if is_protocol_file(name):
-        yaml_protocol(name)
+        protocol_file(name)
     else:
         PROTOCOLS.describe(name)
 

@@ -73,6 +73,19 @@ class YamlProtocol(FolderProtocol):
         return super().link_notes(data_root or self.default_root)
 
 
+def protocol_file(path: Path | str) -> type[YamlProtocol]:
+    """The protocol of a ``--protocol FILE.yaml``: :func:`yaml_protocol`, refusing a name that a
+    registered protocol has (the records of both would share a results folder)."""
+    from oodbench.registry import PROTOCOLS
+
+    cls = yaml_protocol(path)
+    if cls.name in PROTOCOLS:
+        raise ConfigError(f"protocol file {path}: name {cls.name!r} is a registered protocol's; "
+                          "records of both would share a folder. Give the file another `name:` "
+                          f"(or use --protocol {cls.name} if the file is that protocol's)")
+    return cls
+
+
 def yaml_protocol(path: Path | str) -> type[YamlProtocol]:
     """The protocol class a YAML file describes (errors name the file and the field)."""
     path = Path(path).expanduser()
@@ -94,11 +107,6 @@ def yaml_protocol(path: Path | str) -> type[YamlProtocol]:
     if not _NAME.match(name):
         raise ConfigError(f"{where}: name {name!r} must be letters, digits, '.', '_' or '-' (it "
                           "becomes a results folder)")
-    from oodbench.registry import PROTOCOLS
-
-    if name in PROTOCOLS and not _registered_from(name, path):
-        raise ConfigError(f"{where}: name {name!r} is a registered protocol's; records of both "
-                          "would share a folder. Give the file another `name:`")
     base = path.parent
     classnames = _classnames(d.get("classnames"), base, where)
     sets = [_set(d.get("id"), "id", f"{name}-id", base, where)]
@@ -133,17 +141,6 @@ def yaml_protocol(path: Path | str) -> type[YamlProtocol]:
         "__doc__": f"Protocol {name} read from {path}.",
     }
     return type(f"YamlProtocol[{name}]", (YamlProtocol,), attrs)
-
-
-def _registered_from(name: str, path: Path) -> bool:
-    """Whether the registered protocol ``name`` is this very file (a plugin's own YAML)."""
-    from oodbench.registry import PROTOCOLS
-
-    try:
-        cls = PROTOCOLS.get(name)
-    except Exception:
-        return False
-    return getattr(cls, "path", None) == path.resolve()
 
 
 def _as_list(value: Any, field: str, where: str) -> list:
