@@ -572,11 +572,9 @@ def _signals():
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``oodbench`` console script."""
     args = build_parser().parse_args(argv)
-    from oodbench.logs import setup_logging
+    from oodbench.logs import cli_logging
 
-    quiet = args.global_quiet or getattr(args, "quiet", False)
-    args.quiet = quiet
-    setup_logging(quiet=quiet)
+    args.quiet = args.global_quiet or getattr(args, "quiet", False)
     handlers = {
         "run": cmd_run,
         "bench": cmd_bench,
@@ -585,15 +583,16 @@ def main(argv: list[str] | None = None) -> int:
         "data": cmd_data,
         "cache": cmd_cache,
     }
-    with _signals():  # held until the unwound frames (and their DataLoader workers) are freed
+    # signals held until the unwound frames (and their DataLoader workers) are freed
+    with _signals(), cli_logging(args.quiet):
         try:
             return handlers[args.command](args)
         except OodbenchError as e:
             print(f"oodbench: error: {user_message(e)}", file=sys.stderr)
             return 2
         except BrokenPipeError:  # `oodbench cache ls | head`: the reader left; so do we, quietly
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes stdout
+            with contextlib.suppress(OSError, ValueError):  # no second error at exit's flush
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 141
         except KeyboardInterrupt as e:
             what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"

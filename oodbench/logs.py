@@ -4,7 +4,8 @@ Everything oodbench says while it works goes through the ``oodbench`` logger (``
 :mod:`oodbench.progress` is a shorthand), so a script can silence, redirect or format it like any
 library's. :func:`setup_logging` installs one handler: rich's ``RichHandler`` when stderr is a
 terminal (markup rendered, above any live progress bar), else plain ``HH:MM:SS message`` lines with
-the markup stripped, for log files and batch jobs. The command line calls it once (``-q/--quiet``
+the markup stripped, for log files and batch jobs. Only ``say``'s records are read as rich markup
+(``extra={"markup": True}``): other loggers' brackets stay as they are. The command line calls it once (``-q/--quiet``
 keeps warnings and errors only) and also routes the root logger's warnings (open_clip logs there)
 through the same handler; as a library, oodbench sets its handler up on first use and leaves the
 root logger alone.
@@ -36,14 +37,16 @@ class _StderrHandler(logging.StreamHandler):
 
 
 class PlainFormatter(logging.Formatter):
-    """``HH:MM:SS message`` with rich markup removed (warnings and errors name their level)."""
+    """``HH:MM:SS message``, with rich markup removed from the records that carry it (``say``'s:
+    ``extra={"markup": True}``); warnings and errors name their level and, when not oodbench's,
+    their logger."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(message)s", datefmt="%H:%M:%S")
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
-        text = strip_markup(text) if getattr(record, "markup", True) else text
+        text = strip_markup(text) if getattr(record, "markup", False) else text
         if record.levelno >= logging.WARNING:
             who = "" if record.name == LOGGER else f" [{record.name}]"
             text = text.replace(" ", f" {record.levelname.lower()}{who}: ", 1)
@@ -70,7 +73,7 @@ def make_handler(terminal: bool | None = None) -> logging.Handler:
 
         from oodbench.progress import console
 
-        handler: logging.Handler = RichHandler(console=console, markup=True, show_path=False,
+        handler: logging.Handler = RichHandler(console=console, markup=False, show_path=False,
                                                show_level=True, log_time_format="%H:%M:%S",
                                                rich_tracebacks=False)
     else:
@@ -123,3 +126,26 @@ class quieted:
 
     def __exit__(self, *exc) -> None:
         self.log.setLevel(self.level)
+
+
+class cli_logging:
+    """Context manager for one command: :func:`setup_logging`, then the loggers as they were
+    (a command run in-process, by a test or a notebook, leaves no handler or level behind)."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+
+    def __enter__(self) -> cli_logging:
+        log, top = logging.getLogger(LOGGER), logging.getLogger()
+        self.saved = (log.level, list(log.handlers), log.propagate, top.level, list(top.handlers))
+        setup_logging(quiet=self.quiet)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        log, top = logging.getLogger(LOGGER), logging.getLogger()
+        level, handlers, propagate, top_level, top_handlers = self.saved
+        log.setLevel(level)
+        log.handlers[:] = handlers
+        log.propagate = propagate
+        top.setLevel(top_level)
+        top.handlers[:] = top_handlers

@@ -37,7 +37,7 @@ def say(message: str, quiet: bool = False) -> None:
     if not quiet:
         from oodbench.logs import logger
 
-        logger().info(message)
+        logger().info(message, extra={"markup": True})
 
 
 @contextmanager
@@ -141,4 +141,4 @@ class PlainProgress:
             self.lines.append(text)
             from oodbench.logs import logger
 
-            logger().info(text, extra={"markup": False})
+            logger().info(text)
