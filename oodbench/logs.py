@@ -5,9 +5,9 @@ Everything oodbench says while it works goes through the ``oodbench`` logger (``
 library's. :func:`setup_logging` installs one handler: rich's ``RichHandler`` when stderr is a
 terminal (markup rendered, above any live progress bar), else plain ``HH:MM:SS message`` lines with
 the markup stripped, for log files and batch jobs. Only ``say``'s records are read as rich markup
-(``extra={"markup": True}``): other loggers' brackets stay as they are. The command line calls it once (``-q/--quiet``
-keeps warnings and errors only) and also routes the root logger's warnings (open_clip logs there)
-through the same handler; as a library, oodbench sets its handler up on first use and leaves the
+(``extra={"markup": True}``): other loggers' brackets stay as they are. The command line calls it
+once per command (``-q/--quiet`` keeps warnings and errors only) and also routes the root logger's
+warnings (open_clip logs there) through the same handler; as a library, oodbench sets its handler up on first use and leaves the
 root logger alone.
 """
 
