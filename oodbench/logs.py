@@ -7,8 +7,8 @@ terminal (markup rendered, above any live progress bar), else plain ``HH:MM:SS m
 the markup stripped, for log files and batch jobs. Only ``say``'s records are read as rich markup
 (``extra={"markup": True}``): other loggers' brackets stay as they are. The command line calls it
 once per command (``-q/--quiet`` keeps warnings and errors only) and also routes the root logger's
-warnings (open_clip logs there) through the same handler; as a library, oodbench sets its handler up on first use and leaves the
-root logger alone.
+warnings (open_clip logs there) through the same handler; as a library, oodbench sets its handler
+up on first use and leaves the root logger alone.
 """
 
 from __future__ import annotations
