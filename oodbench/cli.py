@@ -266,6 +266,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
              if v is not None}
     real = any(not p.startswith("toy") for p in protocols)
     backbone = args.backbone or ("ViT-B-16:openai" if real else "toy")
+    from oodbench.backbones import check_backbone
+
+    check_backbone(backbone)  # before any protocol is built or scanned
     if not args.protocol and not data_root:
         say(
             "[yellow]No real data configured (OODBENCH_DATA is unset): running the built-in toy "
