@@ -10,6 +10,8 @@
 #   make leaderboard rebuild $(RESULTS)/leaderboard/ from $(RESULTS)/runs/
 #   make reference   rerun the shipped toy reference (results/runs, results/leaderboard)
 #   make lint        ruff
+#   make clean-cache remove the default feature cache (see README, "Cache")
+#   make help        this text
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -40,7 +42,11 @@ BENCH_ARGS := --detector $(DETECTOR) --seeds $(SEEDS) --results-dir $(RESULTS) \
 	$(if $(DATA),--data-root $(DATA)) $(if $(LIMIT),--limit $(LIMIT)) \
 	$(if $(PRECISION),--precision $(PRECISION)) $(foreach p,$(PARAM),--param $(p))
 
-.PHONY: bench test test-slow leaderboard reference lint venv clean-cache
+.PHONY: help bench test test-slow leaderboard reference lint venv clean-cache
+
+# the header comment above, as the help text
+help:
+	@sed -n '1,/^$$/s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
 
 venv: $(VENV)/.installed
 
@@ -71,5 +77,10 @@ reference: venv
 lint: venv
 	$(BIN)/ruff check oodbench tests benchmarks
 
-clean-cache:
+# the default cache ($$OODBENCH_CACHE, else $$XDG_CACHE_HOME/oodbench, else ~/.cache/oodbench), only
+# when it carries oodbench's marker, and the test suite's own cache in the checkout
+clean-cache: venv
+	@dir=$$($(BIN)/python -c "from oodbench.features.cache import default_cache_dir as d; print(d())"); \
+	if [ -f "$$dir/OODBENCH-CACHE.json" ]; then echo "removing $$dir"; rm -rf "$$dir"; \
+	else echo "no oodbench cache at $$dir"; fi
 	rm -rf .oodbench-cache

@@ -44,9 +44,19 @@ def _param(text: str) -> tuple[str, str, object]:
     return det, field, parsed
 
 
+CACHE_HELP = ("feature cache (default $OODBENCH_CACHE, else $XDG_CACHE_HOME/oodbench, else "
+              "~/.cache/oodbench; an empty value counts as unset)")
+RESULTS_HELP = "where records and leaderboards go (default: results/ under the current folder)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
+    from oodbench import __version__
+
     p = argparse.ArgumentParser(prog="oodbench", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"oodbench {__version__}")
+    p.add_argument("-q", "--quiet", dest="global_quiet", action="store_true",
+                   help="warnings and errors only (for scripts); also accepted after the command")
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="extract features once, score detectors, write result records")
@@ -58,8 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
         type=_csv,
         help="detector name(s), comma-separated, e.g. mcm,energy",
     )
-    r.add_argument("--protocol", help="protocol name (oodbench list protocols)")
-    r.add_argument("--backbone", help="backbone name or open_clip ARCH:WEIGHTS (default: toy)")
+    r.add_argument("--protocol", help="protocol name (oodbench list protocols) or a protocol "
+                   "file, path/to/protocol.yaml (README: Your own data)")
+    r.add_argument("--backbone", help="backbone name or open_clip ARCH:TAG, ARCH:/path or "
+                   "ARCH:random (oodbench list backbones; default: toy)")
     r.add_argument("--seeds", type=_seeds, help="comma-separated seeds (default 0)")
     r.add_argument(
         "--param",
@@ -69,11 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="hyperparameter override DETECTOR.FIELD=VALUE (repeatable)",
     )
     r.add_argument("--data-root", help="data root (default $OODBENCH_DATA)")
-    r.add_argument(
-        "--cache-dir", help="cache directory (default $OODBENCH_CACHE or .oodbench-cache; an empty "
-        "value counts as unset)"
-    )
-    r.add_argument("--results-dir", help="results directory (default results)")
+    r.add_argument("--cache-dir", help=CACHE_HELP)
+    r.add_argument("--results-dir", help=RESULTS_HELP)
     r.add_argument("--device", help="auto | cpu | cuda[:N] (default auto)")
     r.add_argument(
         "--precision",
@@ -106,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="score without missing/corrupt images (the record counts them per set) "
         "instead of stopping with their list",
     )
-    r.add_argument("--quiet", action="store_true", help="no progress bars or status lines")
+    r.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress or status lines; warnings and errors only")
 
     b = sub.add_parser(
         "bench",
@@ -117,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--protocol",
         type=_csv,
-        help="protocol(s); default: imagenet1k-mos4 when "
+        help="protocol name(s) or YAML protocol file(s); default: imagenet1k-mos4 when "
         "OODBENCH_DATA is set, else toy,toy-unseen,toy-shift",
     )
     b.add_argument("--backbone", help="default: ViT-B-16:openai with real data, toy otherwise")
@@ -130,13 +140,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "PARAM='mcm.temperature=1 ...')")
     b.add_argument("--precision", choices=["fp32", "fp16", "bf16"],
                    help="backbone precision (make bench PRECISION=fp16)")
-    b.add_argument("--results-dir", default="results")
-    b.add_argument("--cache-dir")
+    b.add_argument("--results-dir", default="results", help=RESULTS_HELP)
+    b.add_argument("--cache-dir", help=CACHE_HELP)
     b.add_argument("--device", default="auto")
-    b.add_argument("--quiet", action="store_true")
+    b.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress or status lines; warnings and errors only")
 
-    ls = sub.add_parser("list", help="list registered detectors, protocols or backbones")
+    ls = sub.add_parser("list", help="list registered detectors, protocols or backbones "
+                        "(backbones: also every open_clip ARCH:TAG, marking the weights present)")
     ls.add_argument("what", choices=["detectors", "protocols", "backbones"])
+    ls.add_argument("--local", action="store_true",
+                    help="backbones: only open_clip weights present in the local cache")
 
     lb = sub.add_parser("leaderboard", help="build CSV + markdown (+ LaTeX) leaderboards from "
                         "result records and print them")
@@ -148,16 +162,16 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also write ROC curves, score histograms and a ROC overlay per protocol")
     lb.add_argument("--include-limited", action="store_true",
                     help="also tabulate smoke runs (--limit), as rows of their own")
-    lb.add_argument("--quiet", action="store_true")
+    lb.add_argument("-q", "--quiet", action="store_true")
 
     d = sub.add_parser("data", help="check a data root for a protocol, index it, or prepare it")
     dsub = d.add_subparsers(dest="data_command", required=True)
     layout_help = ("how the data root is laid out: oodbench (docs/data.md), mcm, openood-vlm "
                    "(default: $OODBENCH_LAYOUT, else detected)")
     dc = dsub.add_parser("check", help="verify layout and counts; say what is missing and where")
-    dc.add_argument("protocol")
+    dc.add_argument("protocol", help="protocol name or YAML protocol file")
     dc.add_argument("--data-root")
-    dc.add_argument("--cache-dir")
+    dc.add_argument("--cache-dir", help=CACHE_HELP)
     dc.add_argument("--layout", help=layout_help)
     dc.add_argument("--deep", action="store_true", help="also decode every image (slow)")
     di = dsub.add_parser("index", help="write sha256 checksum tables of a protocol's sets")
@@ -185,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("gc", "remove damaged entries and stale chunks"),
     ):
         cp = csub.add_parser(name, help=text)
-        cp.add_argument("--cache-dir")
+        cp.add_argument("--cache-dir", help=CACHE_HELP)
         if name == "gc":
             cp.add_argument("--older-than-days", type=float)
             cp.add_argument("--dry-run", action="store_true")
@@ -256,6 +270,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
              if v is not None}
     real = any(not p.startswith("toy") for p in protocols)
     backbone = args.backbone or ("ViT-B-16:openai" if real else "toy")
+    from oodbench.backbones import check_backbone
+
+    check_backbone(backbone)  # before any protocol is built or scanned
     if not args.protocol and not data_root:
         say(
             "[yellow]No real data configured (OODBENCH_DATA is unset): running the built-in toy "
@@ -299,10 +316,10 @@ def _detectors_for(protocol: str, detectors: list[str], params: dict, data_root,
     a detector that refuses one, e.g. Local-Prompt on toy-unseen, instead of stopping."""
     from oodbench.features.cache import Cache, default_cache_dir
     from oodbench.progress import say
-    from oodbench.registry import PROTOCOLS
+    from oodbench.protocols import protocol_class
     from oodbench.runner import make_detector
 
-    built = PROTOCOLS.get(protocol)().build(Path(data_root) if data_root else None,
+    built = protocol_class(protocol)().build(Path(data_root) if data_root else None,
                                             Cache(cache_dir or default_cache_dir()).root)
     keep = []
     for name in detectors:
@@ -341,10 +358,49 @@ def cmd_list(args: argparse.Namespace) -> int:
     table = Table(show_header=True, header_style="bold", box=None)
     table.add_column(args.what[:-1])
     table.add_column("description")
+    here = _local_weights() if args.what == "backbones" else {}
     for name in reg.names():
-        table.add_row(name, reg.describe(name))
-    Console(width=200).print(table)
+        mark = {True: " (weights in the local cache)", False: " (weights not in the local "
+                "cache)"}.get(here.get(name), "")
+        table.add_row(name, reg.describe(name) + mark)
+    out = Console(width=200)
+    if not (args.what == "backbones" and args.local):
+        out.print(table)
+    if args.what == "backbones":
+        _list_open_clip(out, args.local)
     return 0
+
+
+def _local_weights() -> dict[str, bool]:
+    """``ARCH:TAG`` -> whether its weights are in the local cache, for every open_clip tag."""
+    from oodbench.backbones.openclip import pretrained_table
+
+    return {f"{arch}:{tag}": here for arch, tag, here in pretrained_table()}
+
+
+def _list_open_clip(out, local_only: bool) -> None:
+    """Every open_clip ARCH:TAG, one line per architecture, its tags marked * when the weights
+    are in the local cache (Hugging Face hub or ~/.cache/clip), so they load offline."""
+    from rich.table import Table
+
+    from oodbench.backbones.openclip import pretrained_table
+
+    rows = pretrained_table()
+    by_arch: dict[str, list[str]] = {}
+    for arch, tag, here in rows:
+        if here or not local_only:
+            by_arch.setdefault(arch, []).append(f"{tag}*" if here else tag)
+    n_here = sum(here for *_, here in rows)
+    out.print(f"\n[bold]open_clip weights[/] (--backbone ARCH:TAG; * = present in the local cache, "
+              f"loads offline: {n_here} of {len(rows)}). Any ARCH also takes ARCH:random (seeded "
+              "random weights: smoke runs of the real path, never ranked) and "
+              "ARCH:/path/to/weights.{pt,safetensors}.", highlight=False)
+    table = Table(show_header=True, header_style="bold", box=None)
+    table.add_column("architecture")
+    table.add_column("pretrained tags")
+    for arch, tags in by_arch.items():
+        table.add_row(arch, ", ".join(tags))
+    out.print(table)
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
@@ -369,13 +425,15 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 def cmd_data(args: argparse.Namespace) -> int:
     from oodbench.features.cache import default_cache_dir
+    from oodbench.protocols import protocol_class
     from oodbench.protocols.folders import FolderProtocol
-    from oodbench.registry import PROTOCOLS
 
     root = args.data_root or os.environ.get("OODBENCH_DATA")
     if args.data_command == "prepare":
         return cmd_data_prepare(args, root)
-    proto = PROTOCOLS.get(args.protocol)()
+    proto = protocol_class(args.protocol)()
+    if root is None and getattr(proto, "default_root", None) is not None:
+        root = str(proto.default_root)  # a YAML protocol's own data_root
     if isinstance(proto, FolderProtocol):
         proto = type(proto)(layout=args.layout)
     elif args.layout:
@@ -451,11 +509,14 @@ def cmd_cache(args: argparse.Namespace) -> int:
     if args.cache_command == "ls":
         entries = cache.entries()
         for e in entries:
-            det = e.spec.get("detector")
-            what = e.spec.get("kind") or (det.get("name") if isinstance(det, dict) else None)
-            print(f"{e.level:7s} {e.key}  {e.bytes / 1e6:9.2f} MB  {what or 'text'}")
+            print(f"{e.level:7s} {e.key[:12]}  {e.bytes / 1e6:9.2f} MB  {e.describe()}")
+        derived = cache.derived()
+        for what, folder, size in derived:
+            print(f"{folder.name:20s}  {size / 1e6:9.2f} MB  {what}")
+        total = sum(e.bytes for e in entries) + sum(size for *_, size in derived)
         print(
-            f"{len(entries)} entries, {sum(e.bytes for e in entries) / 1e6:.1f} MB in {cache.root}"
+            f"{len(entries)} entries, {total / 1e6:.1f} MB in {cache.root}"
+            + (" (toy world and artifacts included)" if derived else "")
             + (f"; {len(strangers)} item(s) that are not the cache's (`cache verify` lists them)"
                if strangers else "")
         )
@@ -525,6 +586,9 @@ def _signals():
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``oodbench`` console script."""
     args = build_parser().parse_args(argv)
+    from oodbench.logs import cli_logging
+
+    args.quiet = args.global_quiet or getattr(args, "quiet", False)
     handlers = {
         "run": cmd_run,
         "bench": cmd_bench,
@@ -533,12 +597,17 @@ def main(argv: list[str] | None = None) -> int:
         "data": cmd_data,
         "cache": cmd_cache,
     }
-    with _signals():  # held until the unwound frames (and their DataLoader workers) are freed
+    # signals held until the unwound frames (and their DataLoader workers) are freed
+    with _signals(), cli_logging(args.quiet):
         try:
             return handlers[args.command](args)
         except OodbenchError as e:
             print(f"oodbench: error: {user_message(e)}", file=sys.stderr)
             return 2
+        except BrokenPipeError:  # `oodbench cache ls | head`: the reader left; so do we, quietly
+            with contextlib.suppress(OSError, ValueError):  # no second error at exit's flush
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 141
         except KeyboardInterrupt as e:
             what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
             print(

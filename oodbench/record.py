@@ -29,7 +29,7 @@ class ResultRecord:
 
     detector: dict  # {name, version, params, stochastic (whether its scores depend on the seed)}
     # {name, version, n_classes, classnames_sha256,
-    #  sets: {name: {role, group, n, manifest_sha256}}}
+    #  sets: {name: {role, group, n, manifest_sha256}}, templates (a protocol file's, if any)}
     protocol: dict
     # {spec, identity, precision (used), precision_requested, precision_reason, preprocess}
     backbone: dict
@@ -40,9 +40,10 @@ class ResultRecord:
     metrics_schema: str
     timings: dict[str, float]  # seconds: extract, setup, score, metrics, total
     cache: dict  # {images: {set: {kind: hit}}, text_hits, text_misses, scores_hit}
-    environment: (
-        dict  # {oodbench, python, torch, open_clip, numpy, sklearn, git_commit, device, platform}
-    )
+    # {oodbench, python, torch, open_clip, numpy, sklearn, git_commit, device, platform, and
+    #  plugins: {"detector:NAME"|"protocol:NAME"|"backbone:NAME": {distribution, version, module}}
+    #  when the run used entries from outside oodbench}
+    environment: dict
     created: str
     scores_file: str
     shifted: dict[str, dict] = field(default_factory=dict)

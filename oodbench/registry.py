@@ -9,10 +9,12 @@ or lazily as ``"module:attr"`` strings, so that ``import oodbench`` and ``oodben
 import torch or a heavy backend; the target is imported on first ``get``. A registry may require a
 base class, which is checked when the entry is resolved. Unknown names raise
 :class:`UnknownNameError`, which suggests the close names. Third-party packages add entries through
-an entry-point group (``oodbench.detectors`` for detectors), read on first use. ``freeze()`` stops
-further registration (used by tests to catch import-time side effects). Registering a name again is
-refused unless it is the same definition: a class redefined under the same qualified name (a re-run
-notebook cell) replaces the old one, while a different class under a taken name raises.
+an entry-point group (``oodbench.detectors``, ``oodbench.protocols``, ``oodbench.backbones``), read
+on first use; :meth:`Registry.origin` names the distribution (and version) an entry comes from,
+which result records carry. ``freeze()`` stops further registration (used by tests to catch
+import-time side effects). Registering a name again is refused unless it is the same definition: a
+class redefined under the same qualified name (a re-run notebook cell) replaces the old one, while a
+different class under a taken name raises.
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ class Entry:
     target: Any
     description: str
     lazy: bool
+    dist: tuple[str, str] | None = None  # (distribution, version) of a plugin's entry point
+    source: str = ""  # a plugin's entry point value, "module:attr"
 
 
 class Registry(Generic[T]):
@@ -114,9 +118,12 @@ class Registry(Generic[T]):
             self._plugins_loaded = True
             for ep in entry_points(group=self.entry_point_group):
                 old = self._entries.get(ep.name)
+                dist = getattr(ep, "dist", None)
+                origin = (dist.metadata["Name"], dist.version) if dist is not None else None
                 if old is None:
-                    self._entries[ep.name] = Entry(ep.name, ep.value, f"(plugin {ep.value})",
-                                                   lazy=True)
+                    by = f"{origin[0]} {origin[1]}: " if origin else ""
+                    self._entries[ep.name] = Entry(ep.name, ep.value, f"(plugin {by}{ep.value})",
+                                                   lazy=True, dist=origin, source=ep.value)
                 else:  # never shadow (or be shadowed by) a built-in silently
                     built_in = old.target if old.lazy else _qualname(old.target)
                     self._clashes.append(
@@ -159,7 +166,8 @@ class Registry(Generic[T]):
                     f"{self.kind} {name!r} ({entry.target}) cannot be imported "
                     f"({type(e).__name__}: {e}); fix or reinstall the package that provides it, "
                     "or uninstall it") from None
-            entry = self._entries[name] = Entry(name, obj, entry.description, lazy=False)
+            entry = self._entries[name] = Entry(name, obj, entry.description, lazy=False,
+                                                dist=entry.dist, source=entry.source)
         obj = entry.target
         base = _resolve(self.base) if isinstance(self.base, str) else self.base
         if base is not None and not (isinstance(obj, type) and issubclass(obj, base)):
@@ -168,6 +176,26 @@ class Registry(Generic[T]):
                 f"{base.__module__}.{base.__qualname__}; a plugin must register such a class"
             )
         return obj
+
+    def origin(self, name: str) -> dict | None:
+        """``{"distribution", "version", "module"}`` of an entry that comes from outside oodbench
+        (an entry point, or a class registered by an installed package's import), else None.
+
+        Result records carry it, so that a number says which plugin release produced it.
+        """
+        entry = self._entry(name)
+        if entry.source or entry.lazy:  # a plugin's entry point, or a built-in lazy target
+            module = (entry.source or entry.target).split(":", 1)[0]
+        else:  # registered by decorator, by whichever module defines the class
+            module = getattr(entry.target, "__module__", "") or ""
+        top = module.split(".", 1)[0]
+        if top == "oodbench" or not module:
+            return None
+        dist = entry.dist or distribution_of(top)
+        out: dict = {"module": module}
+        if dist is not None:
+            out.update(distribution=dist[0], version=dist[1])
+        return out
 
 
 def _same_definition(old: Entry, new: Entry) -> bool:
@@ -182,6 +210,18 @@ def _same_definition(old: Entry, new: Entry) -> bool:
         return old.target.partition(":")[0] == getattr(new.target, "__module__", None)
     target = new.target if new.lazy else _qualname(new.target)
     return target == _qualname(old.target)
+
+
+def distribution_of(top_module: str) -> tuple[str, str] | None:
+    """(distribution name, version) of the installed package that provides ``top_module``."""
+    from importlib.metadata import PackageNotFoundError, packages_distributions, version
+
+    for name in packages_distributions().get(top_module, []):
+        try:
+            return name, version(name)
+        except PackageNotFoundError:
+            continue
+    return None
 
 
 def _resolve(target: str) -> Any:
@@ -201,5 +241,9 @@ def _first_doc_line(obj: Any) -> str:
 DETECTORS: Registry = Registry(
     "detector", base="oodbench.detectors.base:Detector", entry_point_group="oodbench.detectors"
 )
-PROTOCOLS: Registry = Registry("protocol", base="oodbench.protocols.base:ProtocolDef")
-BACKBONES: Registry = Registry("backbone", base="oodbench.backbones.base:BackboneDef")
+PROTOCOLS: Registry = Registry(
+    "protocol", base="oodbench.protocols.base:ProtocolDef", entry_point_group="oodbench.protocols"
+)
+BACKBONES: Registry = Registry(
+    "backbone", base="oodbench.backbones.base:BackboneDef", entry_point_group="oodbench.backbones"
+)

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from oodbench import metrics as M
-from oodbench.backbones import load_backbone
+from oodbench.backbones import check_backbone, load_backbone
 from oodbench.data.images import readable_manifests
 from oodbench.detectors.base import (
     Detector,
@@ -53,10 +53,12 @@ from oodbench.features import scores as scoring
 from oodbench.features.cache import Cache, default_cache_dir, spec_key
 from oodbench.features.provider import Features, feature_kinds
 from oodbench.io import atomic_save_npz
-from oodbench.progress import progress, say
+from oodbench.logs import quieted
+from oodbench.progress import phase, progress, say
+from oodbench.protocols import check_protocol_name, protocol_class
 from oodbench.protocols.base import Protocol
 from oodbench.record import ResultRecord
-from oodbench.registry import DETECTORS, PROTOCOLS
+from oodbench.registry import BACKBONES, DETECTORS, PROTOCOLS
 
 
 @dataclass
@@ -106,7 +108,7 @@ class RunSpec:
                 raise ConfigError(f"params.{det} must map FIELD: VALUE, got {short_repr(values)}")
         for name in self.detectors:
             DETECTORS.describe(name)  # unknown -> suggestions
-        PROTOCOLS.describe(self.protocol)  # unknown -> suggestions
+        check_protocol_name(self.protocol)  # unknown -> suggestions; a YAML file is read
         unknown = sorted(set(self.params) - set(self.detectors))
         if unknown:
             raise ConfigError(
@@ -212,6 +214,21 @@ def environment(device: torch.device) -> dict:
         env["gpu"] = torch.cuda.get_device_name(device)
         env["cuda"] = torch.version.cuda
     return env
+
+
+def plugin_origins(spec: RunSpec) -> dict:
+    """``{"detector:NAME" | "protocol:NAME" | "backbone:NAME": {distribution, version, module}}``
+    for what the run uses from outside oodbench (plugins), so that a record names their release."""
+    out = {}
+    uses = [("detector", DETECTORS, n) for n in spec.detectors]
+    if spec.protocol in PROTOCOLS:
+        uses.append(("protocol", PROTOCOLS, spec.protocol))
+    if spec.backbone in BACKBONES:
+        uses.append(("backbone", BACKBONES, spec.backbone))
+    for kind, reg, name in uses:
+        if origin := reg.origin(name):
+            out[f"{kind}:{name}"] = origin
+    return out
 
 
 def git_commit() -> str | None:
@@ -324,21 +341,31 @@ def make_detector(name: str, params: dict | None) -> Detector:
 
 def run(spec: RunSpec) -> list[ResultRecord]:
     """Execute a run spec; returns the records written."""
+    with quieted(spec.quiet):
+        return _run(spec)
+
+
+def _run(spec: RunSpec) -> list[ResultRecord]:
     t_run = time.perf_counter()
+    check_backbone(spec.backbone)  # architecture, tag, weights present: before any data work
     cache = Cache(spec.cache_dir or default_cache_dir())
     data_root = spec.data_root or os.environ.get("OODBENCH_DATA")
-    protocol = PROTOCOLS.get(spec.protocol)().build(
+    protocol = protocol_class(spec.protocol)().build(
         Path(data_root) if data_root else None, cache.root
     ).limit_training(spec.limit)  # --limit bounds the training split too
     for n in spec.detectors:  # fail on bad hyperparameters or protocols before any work
         make_detector(n, spec.params.get(n)).check_protocol(protocol)
-    checked, skipped = readable_manifests(  # fail on unreadable images before any work
-        {s.name: s.manifest.limit(spec.limit) for s in protocol.sets()}, spec.skip_unreadable, cache
-    )
+    sets = {s.name: s.manifest.limit(spec.limit) for s in protocol.sets()}
+    with phase(f"checking that the {sum(map(len, sets.values())):,} images of "
+               f"{len(sets)} sets read", spec.quiet):
+        checked, skipped = readable_manifests(  # fail on unreadable images before any work
+            sets, spec.skip_unreadable, cache)
     device = distributed.init_from_env(resolve_device(spec.device))  # torchrun: this rank's
     if not distributed.is_main():
         spec = dataclasses.replace(spec, quiet=True)
     env = environment(device)
+    if plugins := plugin_origins(spec):
+        env["plugins"] = plugins
     say(
         f"[bold]oodbench[/] {protocol.name} v{protocol.version} | backbone {spec.backbone} | "
         f"{', '.join(spec.detectors)} | seeds {spec.seeds} | {device}",
@@ -351,12 +378,13 @@ def run(spec: RunSpec) -> list[ResultRecord]:
             if precision != spec.precision:
                 say(f"  {', '.join(names)} at {precision} (declared; {spec.precision} requested)",
                     spec.quiet)
-            model = load_backbone(
-                spec.backbone,
-                device=str(device),
-                precision=precision,
-                preprocess=spec.preprocess or None,
-            )
+            with phase(f"loading backbone {spec.backbone} ({precision}, {device})", spec.quiet):
+                model = load_backbone(
+                    spec.backbone,
+                    device=str(device),
+                    precision=precision,
+                    preprocess=spec.preprocess or None,
+                )
             subgroups = recipe_groups(model, spec, by_precision)
             for backbone, indices in subgroups:
                 names = [spec.detectors[i] for i in indices]
@@ -541,6 +569,7 @@ def protocol_info(protocol: Protocol, feats: Features) -> dict:
         "n_classes": len(protocol.classnames),
         "classnames_sha256": _sha(protocol.classnames),
         "sets": sets,
+        **({"templates": list(protocol.templates)} if protocol.templates else {}),
     }
 
 

@@ -10,6 +10,11 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# A run without --cache-dir uses the default cache, which is the user's (~/.cache/oodbench): the
+# suite keeps its own, git-ignored, in the checkout (reused across sessions for the toy world), or
+# where $OODBENCH_TEST_CACHE says; subprocesses inherit it.
+os.environ["OODBENCH_CACHE"] = os.environ.get("OODBENCH_TEST_CACHE") or str(
+    Path(__file__).resolve().parents[1] / ".oodbench-cache")
 
 STANDIN_CLASSES = 3
 

@@ -97,14 +97,29 @@ def test_a_run_into_a_folder_with_other_files_works_but_does_not_mark_it(tmp_pat
 
 def test_an_empty_oodbench_cache_is_unset_not_the_current_folder(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("OODBENCH_CACHE", "")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.chdir(tmp_path)
-    assert default_cache_dir() == Path(".oodbench-cache")
-    assert Cache("").root == Path(".oodbench-cache")
+    assert default_cache_dir() == tmp_path / "xdg" / "oodbench"
+    assert Cache("").root == tmp_path / "xdg" / "oodbench"
     user_files(tmp_path)
     before = tree(tmp_path)
     assert main(["cache", "gc", "--cache-dir", ""]) == 2
-    assert "no cache at .oodbench-cache" in capsys.readouterr().err
+    assert f"no cache at {tmp_path / 'xdg' / 'oodbench'}" in capsys.readouterr().err
     assert tree(tmp_path) == before
+
+
+def test_the_default_cache_follows_oodbench_cache_then_xdg_then_home(tmp_path, monkeypatch):
+    """$OODBENCH_CACHE wins; else $XDG_CACHE_HOME/oodbench; else ~/.cache/oodbench (never the
+    current folder, so changing directory does not re-extract)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OODBENCH_CACHE", str(tmp_path / "own"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "own"
+    monkeypatch.delenv("OODBENCH_CACHE")
+    assert default_cache_dir() == tmp_path / "xdg" / "oodbench"
+    monkeypatch.setenv("XDG_CACHE_HOME", "")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_cache_dir() == tmp_path / "home" / ".cache" / "oodbench"
 
 
 # ---------------------------------------------------------------------------------------------

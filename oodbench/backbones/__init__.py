@@ -2,8 +2,12 @@
 
 ``load_backbone("ViT-B-16:openai")`` resolves any open_clip ``ARCH:TAG``, ``ARCH:/path`` or
 ``ARCH:random`` (seeded random weights for smoke runs, marked ``random_weights`` in the identity);
-registered names (``toy``, ``tiny-random`` and the papers' presets) are listed by
-``oodbench list backbones``.
+registered names (``toy``, ``tiny-random``, the papers' presets and plugins' backbones from the
+``oodbench.backbones`` entry-point group) are listed by ``oodbench list backbones``, with every
+open_clip architecture and tag and whether its weights are in the local cache.
+
+:func:`check_backbone` resolves a spec and checks that its weights are there (offline) without
+building the model, so that a run refuses a bad backbone before any data work.
 """
 
 from __future__ import annotations
@@ -31,14 +35,26 @@ BACKBONES.register_lazy("ViT-B-16:random", _OPENCLIP,
                         "of the real path without weights; numbers mean nothing, never ranked")
 
 
+def backbone_class(spec: str):
+    """The BackboneDef class that loads ``spec``: a registered name, else open_clip's."""
+    if spec in BACKBONES or ":" not in spec:
+        return BACKBONES.get(spec)  # unknown names raise with suggestions
+    from oodbench.backbones.openclip import OpenClipBackbone
+
+    return OpenClipBackbone
+
+
+def check_backbone(spec: str) -> None:
+    """Resolve ``spec`` and check its architecture, tag and weights (present offline) without
+    loading it: raises BackboneError/UnknownNameError saying what to do."""
+    backbone_class(spec)().check(spec)
+
+
 def load_backbone(
     spec: str, device: str = "cpu", precision: str = "fp32", preprocess: dict | None = None
 ) -> Backbone:
     """Load a registered backbone or any open_clip ``ARCH:WEIGHTS`` spec."""
-    if spec in BACKBONES or ":" not in spec:
-        cls = BACKBONES.get(spec)  # unknown names raise with suggestions
-    else:
-        from oodbench.backbones.openclip import OpenClipBackbone as cls
+    cls = backbone_class(spec)
     bb = cls().load(spec, device=device, precision=precision, preprocess=preprocess)
     check_input_size(bb)  # before any image is read
     return bb

@@ -129,6 +129,10 @@ class BackboneDef:
         """Load the backbone named ``spec``."""
         raise NotImplementedError
 
+    def check(self, spec: str) -> None:
+        """Refuse ``spec`` before any data work when it cannot load (unknown architecture or tag,
+        weights absent offline), saying what to do; cheap, builds no model. Default: accept."""
+
 
 def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
     """sha256 of a file, streamed."""

@@ -76,6 +76,32 @@ class OpenClipBackbone(BackboneDef):
     description = ("open_clip ARCH:TAG, ARCH:/path/to/weights, or ARCH:random (smoke runs; never "
                    "ranked), e.g. ViT-B-16:openai")
 
+    def check(self, spec: str) -> None:
+        """Architecture known to open_clip; a path that is a file; a tag open_clip knows for the
+        architecture whose weights are in the local cache (or may be downloaded: online)."""
+        import open_clip
+
+        arch, weights = split_spec(spec)
+        if arch not in open_clip.list_models():
+            err = UnknownNameError("open_clip architecture", arch, open_clip.list_models())
+            err.message = err.message.replace("`oodbench list open_clip architectures` describes "
+                                              "each", "`oodbench list backbones` lists their tags")
+            raise err
+        if weights == RANDOM:
+            return
+        if looks_like_path(weights):
+            path = Path(weights).expanduser()
+            if not path.is_file():
+                raise BackboneError(f"weights file {path} does not exist (backbone {spec}); pass "
+                                    f"the checkpoint's path, or {arch}:{RANDOM} for a smoke run")
+            return
+        tags = list(open_clip.list_pretrained_tags_by_model(arch))
+        if weights not in tags:
+            raise unknown_tag(arch, weights, tags)
+        if os.environ.get("HF_HUB_OFFLINE") == "1" and not weights_present(arch, weights):
+            raise missing_weights(arch, weights, "the weights are not in the local cache "
+                                  "(Hugging Face hub or ~/.cache/clip)")
+
     def load(self, spec, device="cpu", precision="fp32", preprocess=None) -> Backbone:
         import open_clip
 
@@ -112,6 +138,63 @@ class OpenClipBackbone(BackboneDef):
             identity,
             torch.device(device),
         )
+
+
+def weights_present(arch: str, tag: str) -> bool:
+    """Whether open_clip would find the weights of ``arch:tag`` without a download: in the Hugging
+    Face hub cache (the safetensors file or the pickle open_clip falls back to) or, for a URL, in
+    ``~/.cache/clip``."""
+    import open_clip
+    from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+
+    cfg = open_clip.get_pretrained_cfg(arch, tag) or {}
+    if cfg.get("file"):
+        return Path(cfg["file"]).expanduser().is_file()
+    hub = cfg.get("hf_hub", "")
+    if hub:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+        except ImportError:
+            return False
+        repo, filename = os.path.split(hub)
+        names = [filename] if filename else [HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME]
+        if filename.endswith((".bin", ".pth")):
+            names.insert(0, filename[:-4] + ".safetensors")
+        return any(isinstance(try_to_load_from_cache(repo, n), str) for n in names)
+    url = cfg.get("url", "")
+    return bool(url) and (Path("~/.cache/clip").expanduser() / os.path.basename(url)).is_file()
+
+
+def pretrained_table() -> list[tuple[str, str, bool]]:
+    """(architecture, tag, weights present locally) for every pretrained weight open_clip knows."""
+    import open_clip
+
+    return [(arch, tag, weights_present(arch, tag)) for arch, tag in open_clip.list_pretrained()]
+
+
+def missing_weights(arch: str, tag: str, cause: str) -> BackboneError:
+    """The error for weights that cannot be loaded: why, and the three ways to go on."""
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    make = _via_make()
+    if offline and make:
+        why = ("HF_HUB_OFFLINE=1 is set (the Makefile sets it unless you run make with "
+               "HF_HUB_OFFLINE=0), so nothing is downloaded.\n")
+    elif offline:
+        why = "HF_HUB_OFFLINE=1 is set, so nothing is downloaded.\n"
+    else:
+        why = ""
+    use = (f"make bench ... BACKBONE={arch}:/path/to/weights.safetensors" if make
+           else f"--backbone {arch}:/path/to/weights.safetensors")
+    return BackboneError(
+        f"could not load weights {arch}:{tag} ({cause}).\n"
+        + why
+        + "To supply them: on a machine with network run\n"
+        f"  python -c \"import open_clip; "
+        f"open_clip.create_model('{arch}', pretrained='{tag}')\"\n"
+        "and copy the Hugging Face cache (~/.cache/huggingface) here, "
+        f"or download the checkpoint file and pass it as a path: {use}. For a smoke run of "
+        f"the same architecture without weights: {arch}:{RANDOM} (`oodbench list backbones` "
+        "marks the weights present here)")
 
 
 def unknown_tag(arch: str, tag: str, tags: list[str]) -> UnknownNameError:
@@ -168,24 +251,4 @@ def _create_pretrained(open_clip, arch: str, tag: str):
         cause = " ".join(str(e).split())
         prefix = f"Failed to download weights for tag '{tag}': "
         cause = textwrap.shorten(cause.removeprefix(prefix), 400, placeholder=" ...")
-        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-        make = _via_make()
-        if offline and make:
-            why = ("HF_HUB_OFFLINE=1 is set (the Makefile sets it unless you run make with "
-                   "HF_HUB_OFFLINE=0), so nothing is downloaded.\n")
-        elif offline:
-            why = "HF_HUB_OFFLINE=1 is set, so nothing is downloaded.\n"
-        else:
-            why = ""
-        use = (f"make bench ... BACKBONE={arch}:/path/to/weights.safetensors" if make
-               else f"--backbone {arch}:/path/to/weights.safetensors")
-        raise BackboneError(
-            f"could not load weights {arch}:{tag} ({type(e).__name__}: {cause}).\n"
-            + why
-            + "To supply them: on a machine with network run\n"
-            f"  python -c \"import open_clip; "
-            f"open_clip.create_model('{arch}', pretrained='{tag}')\"\n"
-            "and copy the Hugging Face cache (~/.cache/huggingface) here, "
-            f"or download the checkpoint file and pass it as a path: {use}. For a smoke run of "
-            f"the same architecture without weights: {arch}:{RANDOM}"
-        ) from None
+        raise missing_weights(arch, tag, f"{type(e).__name__}: {cause}") from None

@@ -386,8 +386,17 @@ class ZeroShotDetector(Detector):
     Params = ZeroShotParams
 
     def setup(self, ctx: Context) -> None:
-        prompts = [self.params.template.format(c) for c in ctx.classnames]
-        self.text = ctx.encode_text(prompts).to(ctx.device, torch.float32)
+        templates = getattr(ctx.protocol, "templates", None)
+        if templates and "template" not in self.params.given_fields():
+            # a protocol's own prompts (YAML `templates`): CLIP's ensemble, the mean of the
+            # normalised embeddings, normalised; an explicit `template` param still wins
+            per = [ctx.encode_text([t.format(c) for c in ctx.classnames]) for t in templates]
+            text = torch.nn.functional.normalize(torch.stack(per).float().mean(0), dim=-1)
+            ctx.info["templates"] = list(templates)
+        else:
+            prompts = [self.params.template.format(c) for c in ctx.classnames]
+            text = ctx.encode_text(prompts)
+        self.text = text.to(ctx.device, torch.float32)
         self.ready = True
 
     def logits(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:

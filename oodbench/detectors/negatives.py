@@ -19,6 +19,7 @@ A negative-label file (the authors' 10,499-line ``selected_neg_labels_in1k_10k.t
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -97,6 +98,9 @@ def mine_negatives(
         raise DataError("negative mining needs at least one ID class name")
     if id_features is None:
         id_features = encode_text([id_template.format(c) for c in id_classnames])
+    logging.getLogger("oodbench").info(
+        f"mining negative labels: {len(nouns):,} nouns and {len(adjectives):,} adjectives "
+        "against the ID classes ...")
     parts, info = [], {"percentile": percentile, "fraction": fraction,
                        "candidates": {"nouns": len(nouns), "adjectives": len(adjectives)}}
     for words, template in ((nouns, noun_template), (adjectives, adjective_template)):

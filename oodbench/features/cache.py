@@ -31,7 +31,7 @@ import os
 import re
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +42,7 @@ from oodbench.locks import FileLock
 
 LEVELS = ("text", "images", "scores", "checks")
 STALE_TMP_S = 3600.0  # a temporary file older than this belongs to a writer that died
-DEFAULT_CACHE = Path(".oodbench-cache")
+CACHE_ENV = "OODBENCH_CACHE"
 MARKER = "OODBENCH-CACHE.json"  # the cache's own marker: {"oodbench_cache": true, "layout": N}
 CACHE_LAYOUT = 1
 TOY_WORLD = "toy-world"  # oodbench.protocols.toy.world_root: the toy images, derived data
@@ -60,8 +60,17 @@ class CacheError(OodbenchError):
 
 
 def default_cache_dir() -> Path:
-    """``$OODBENCH_CACHE`` (an empty value counts as unset) or ``./.oodbench-cache``."""
-    return Path(os.environ.get("OODBENCH_CACHE") or DEFAULT_CACHE).expanduser()
+    """``$OODBENCH_CACHE``, else ``$XDG_CACHE_HOME/oodbench``, else ``~/.cache/oodbench``.
+
+    One cache per user, whatever the current folder (as the Hugging Face hub cache does), so that
+    changing directory never re-extracts features. An empty variable counts as unset.
+    """
+    own = os.environ.get(CACHE_ENV)
+    if own:
+        return Path(own).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "oodbench"
 
 
 def spec_key(spec: dict) -> str:
@@ -89,6 +98,27 @@ class EntryInfo:
     bytes: int
     created: float
     spec: dict
+    info: dict = field(default_factory=dict)  # the sidecar's other fields (set, detector, ...)
+
+    def describe(self) -> str:
+        """What the entry holds, in words: backbone, set, kind or detector (for ``cache ls``)."""
+        sp, info = self.spec, self.info
+        bb = _backbone_name(sp.get("backbone"))
+        if self.level == "images":
+            return f"{bb} {sp.get('kind', '?')} features of {info.get('source', '?')} " \
+                   f"({sp.get('n', '?')} images)"
+        if self.level == "text":
+            return f"{bb} text embeddings ({sp.get('n', '?')} prompts)"
+        if self.level == "scores":
+            det = sp.get("detector")
+            name = det.get("name") if isinstance(det, dict) else info.get("detector", "?")
+            proto = sp.get("protocol", {}).get("name", "?") if isinstance(
+                sp.get("protocol"), dict) else "?"
+            return (f"{name} scores on {proto}/{info.get('set', '?')}, "
+                    f"seed {sp.get('seed', '?')}, {bb}")
+        if self.level == "checks":
+            return f"readability check of {info.get('source', '?')}"
+        return self.level
 
 
 class Cache:
@@ -318,7 +348,19 @@ class Cache:
                 out.append(EntryInfo(level, str(meta.get("key", "?")), d, size,
                                      _number(meta.get("created")),
                                      meta.get("spec") if isinstance(meta.get("spec"), dict)
-                                     else {}))
+                                     else {},
+                                     {k: v for k, v in meta.items() if k not in _META_KEYS}))
+        return out
+
+    def derived(self) -> list[tuple[str, Path, int]]:
+        """(what, folder, bytes) of the cache's folders that are not entries: the toy world and
+        the trained detectors' artifacts (``cache ls`` counts them too)."""
+        out = []
+        for name, what in ((TOY_WORLD, "toy world (generated images)"),
+                           ("artifacts", "trained detectors' artifacts")):
+            d = self.root / name
+            if d.is_dir() and not d.is_symlink():
+                out.append((what, d, _folder_bytes(d)))
         return out
 
     def verify(self) -> list[tuple[Path, str]]:
@@ -393,6 +435,35 @@ class Cache:
                 if not dry_run:
                     remove_world_tmp(p)
         return removed
+
+
+_META_KEYS = frozenset({"level", "key", "spec", "shape", "dtype", "sha256", "created"})
+
+
+def _backbone_name(key: object) -> str:
+    """``ARCH:WEIGHTS[@precision]`` from a backbone key (a path shown by its file name)."""
+    if not isinstance(key, dict):
+        return "?"
+    weights = str(key.get("weights", "?"))
+    if "/" in weights or "\\" in weights:
+        weights = Path(weights).name
+    arch = key.get("arch", "?")
+    name = arch if weights in ("toy_clip.safetensors", "random-init-seed0") else f"{arch}:{weights}"
+    precision = key.get("precision")
+    return name + (f"@{precision}" if precision and precision != "fp32" else "")
+
+
+def _folder_bytes(folder: Path) -> int:
+    """Total size of the regular files under ``folder`` (links not followed)."""
+    total = 0
+    for dirpath, _dirs, files in os.walk(folder):
+        for f in files:
+            try:
+                st = os.lstat(os.path.join(dirpath, f))
+            except OSError:
+                continue
+            total += st.st_size
+    return total
 
 
 def _subdirs(folder: Path) -> list[Path]:

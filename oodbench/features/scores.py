@@ -48,13 +48,17 @@ def score_arrays(
 @functools.cache
 def detector_code_digest(cls: type) -> str:
     """sha256 of the source file defining a detector, so that cached scores do not outlive an edit
-    of its code or of its toy preset (which a user's params alone would not reveal).
+    of its code or of its toy preset (which a user's params alone would not reveal). A plugin's
+    detector (defined outside oodbench) hashes its whole package instead (:func:`package_digest`):
+    an edit of any helper module it imports counts too.
 
     A class with no file to read (typed into ``python -`` or a notebook) is hashed from its own
     source when ``inspect`` finds it, else from the bytecode of its methods (:func:`code_bytes`);
     one of ``__main__`` adds its own bytecode to the file's hash, since code run by ``exec`` or a
     notebook kernel is not in the file that ``__main__`` names.
     """
+    if cls.__module__.split(".", 1)[0] not in ("oodbench", "__main__"):
+        return package_digest(cls.__module__)
     try:
         path = inspect.getsourcefile(cls)
     except TypeError:  # a built-in or C-defined class
@@ -98,6 +102,26 @@ def _stable_repr(value: object) -> bytes:
     return repr(value).encode()
 
 
+def package_digest(module: str) -> str:
+    """sha256 over every ``.py`` file of the top-level package that holds ``module`` (its whole
+    module tree, names and bytes) and its distribution's version, when it is installed as one."""
+    import sys
+
+    from oodbench.registry import distribution_of
+
+    top = module.split(".", 1)[0]
+    mod = sys.modules.get(top)
+    h = hashlib.sha256(repr(distribution_of(top)).encode())
+    roots = list(getattr(mod, "__path__", []) or [])
+    files = ([(f"{i}/{p.relative_to(r).as_posix()}", p) for i, r in enumerate(map(Path, roots))
+              for p in sorted(Path(r).rglob("*.py"))] if roots
+             else [(top, Path(mod.__file__))] if getattr(mod, "__file__", None) else [])
+    for name, path in files:
+        h.update(f"{name}\0".encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def score_spec(
     det: Detector, seed: int, protocol: Protocol, backbone, manifest, kinds, decode: str = "cpu"
 ) -> dict:
@@ -115,6 +139,7 @@ def score_spec(
             "classes": _sha(protocol.classnames),
             "train": train,
             "train_classes": _sha(protocol.training_classnames()),
+            **({"templates": list(protocol.templates)} if protocol.templates else {}),
         },
         "backbone": backbone.key(),
     }

@@ -1,6 +1,37 @@
-"""Protocols: ID set, OOD groups, val split, class names, version; registered lazily by name."""
+"""Protocols: ID set, OOD groups, val split, class names, version; registered lazily by name.
+
+:func:`protocol_class` resolves what ``--protocol`` names: a registered protocol (built in, or a
+plugin's through the ``oodbench.protocols`` entry-point group) or a YAML protocol file.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from oodbench.registry import PROTOCOLS
+
+if TYPE_CHECKING:
+    from oodbench.protocols.base import ProtocolDef
+
+
+def protocol_class(name: str) -> type[ProtocolDef]:
+    """The protocol class ``name`` denotes: a ``.yaml``/``.yml`` file, else a registered name
+    (unknown names raise with suggestions)."""
+    from oodbench.protocols.yaml_protocol import is_protocol_file, protocol_file
+
+    if is_protocol_file(name):
+        return protocol_file(name)
+    return PROTOCOLS.get(name)
+
+
+def check_protocol_name(name: str) -> None:
+    """Fail early on an unknown protocol name or a bad protocol file, importing nothing heavy."""
+    from oodbench.protocols.yaml_protocol import is_protocol_file, protocol_file
+
+    if is_protocol_file(name):
+        protocol_file(name)
+    else:
+        PROTOCOLS.describe(name)
 
 _BUILTIN = {
     "imagenet1k-mos4": (

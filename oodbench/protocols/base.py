@@ -40,6 +40,7 @@ class Protocol:
     train_classnames: list[str] | None = None
     extra_id: list[ImageSet] = field(default_factory=list)
     notes: str = ""
+    templates: list[str] | None = None  # the protocol's prompt ensemble (a YAML protocol's)
 
     def groups(self) -> dict[str, list[str]]:
         """OOD group name -> names of its sets (sets without a group are only in the average)."""

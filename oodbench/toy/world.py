@@ -15,6 +15,7 @@ Class partition (sets disjoint; every shape and no-object kind is in the toy CLI
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 from dataclasses import dataclass
@@ -179,6 +180,8 @@ def materialize(root: Path, seed: int = 0) -> dict[str, list[tuple[str, int]]]:
         if not _marker_ok(world, seed):  # another process may have written it meanwhile
             for stale in root.glob(".toy-tmp-*"):
                 remove_world_tmp(stale)
+            logging.getLogger("oodbench").info(
+                f"generating the toy world under {world} (once per cache, about half a minute) ...")
             tmp = root / f".toy-tmp-{os.getpid()}-{secrets.token_hex(4)}"
             tmp.mkdir()  # 0o777 less the umask, unlike mkdtemp's 0o700
             try:
