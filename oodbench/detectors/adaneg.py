@@ -184,7 +184,7 @@ class AdaNeg(Detector):
             raise ConfigError("adaneg: no negative labels were mined (empty corpus); give a "
                               "larger corpus")
         id_text = ctx.encode_text([p.id_template.format(c) for c in names]).float()
-        self.n_id = len(names)
+        self.negatives, self.n_id = neg, len(names)
         self.text = torch.cat([id_text, neg.features.float().to(id_text.device)]).to(ctx.device)
         self.ngroups = min(p.groups, len(neg))
         self.perm = group_permutation(len(neg), self.ngroups, p.group_seed, "cpu")
