@@ -50,6 +50,7 @@ from oodbench.detectors.base import (
 from oodbench.errors import ConfigError, short_repr
 from oodbench.features import distributed
 from oodbench.features import scores as scoring
+from oodbench.features import stream as streaming
 from oodbench.features.cache import Cache, default_cache_dir, spec_key
 from oodbench.features.provider import Features, feature_kinds
 from oodbench.io import atomic_save_npz
@@ -456,6 +457,8 @@ def run_one(
     arrays = {s.name: feats.get(s, kinds, image_log) for s in sets}
     stored = scoring.StoredScores(cache, det, seed, protocol, backbone,
                                   {s.name: feats.manifest(s) for s in sets}, kinds, spec.decode)
+    if det.streaming:  # scores depend on the whole seeded stream: never read from the score cache
+        stored.hit = False
     t_setup = time.perf_counter()
     text_stats: dict = {"text_hits": 0, "text_misses": 0}
     if stored.hit:  # what setup reported (training split, checkpoint) when the scores were made
@@ -468,7 +471,12 @@ def run_one(
             arrays = {s.name: feats.extract_with(det.feature_backbone, s, kinds) for s in sets}
             info["feature_backbone"] = det.feature_backbone.key()
     t_score = time.perf_counter()
-    scores, preds = stored.get_or_score(det, arrays, backbone.device, info)
+    orders: dict = {}
+    if det.streaming:
+        scores, preds, orders = _score_streaming(det, protocol, feats, arrays, seed,
+                                                 backbone.device, info)
+    else:
+        scores, preds = stored.get_or_score(det, arrays, backbone.device, info)
     t_metrics = time.perf_counter()
     labels = {s.name: np.asarray(feats.manifest(s).labels) for s in sets}
     per_set, groups, acc, shifted = evaluate(protocol, scores, preds, labels)
@@ -488,6 +496,7 @@ def run_one(
             **{f"scores/{n}": v for n, v in scores.items()},
             **{f"preds/{n}": v for n, v in preds.items()},
             **{f"labels/{n}": v for n, v in labels.items()},
+            **{f"order/{n}": v for n, v in orders.items()},
         )
     rec = ResultRecord(
         detector={**det.describe(), "stochastic": type(det).stochastic},
@@ -528,17 +537,37 @@ def run_one(
     return rec
 
 
+def _score_streaming(det: Detector, protocol: Protocol, feats: Features, arrays: dict,
+                     seed: int, device, info: dict) -> tuple[dict, dict, dict]:
+    """A streaming detector's (scores, predictions, stream orders) over the seeded test streams
+    (``features/stream.py``); the stream's description goes to ``info["stream"]``."""
+    manifests = {s.name: feats.manifest(s) for s in protocol.sets()}
+    out = streaming.score_protocol(
+        det, protocol.id_test.name, [x.name for x in protocol.extra_id],
+        [o.name for o in protocol.ood], arrays, device, seed,
+        check=lambda key, name, sc: scoring.check_scores(det.name, key, sc, manifests[name]))
+    info["stream"] = out.record
+    return out.scores, out.preds, out.orders
+
+
+def _paired(scores: dict[str, np.ndarray], name: str, ood: str) -> np.ndarray:
+    """``name``'s scores as scored beside OOD set ``ood`` (a per-set stream), else its own."""
+    return scores.get(streaming.paired_name(name, ood), scores[name])
+
+
 def evaluate(protocol: Protocol, scores: dict[str, np.ndarray], preds: dict[str, np.ndarray],
              labels: dict[str, np.ndarray]) -> tuple[dict, dict, float | None, dict]:
     """(metrics per OOD set, their group means, ID accuracy, shifted-ID results) of one run."""
     per_set = {
-        o.name: M.ood_metrics(scores[protocol.id_test.name], scores[o.name]) for o in protocol.ood
+        o.name: M.ood_metrics(_paired(scores, protocol.id_test.name, o.name), scores[o.name])
+        for o in protocol.ood
     }
     groups = M.summarize(per_set, protocol.groups())
     acc = M.id_accuracy(preds[protocol.id_test.name], labels[protocol.id_test.name])
     shifted = {}
     for x in protocol.extra_id:
-        sm = {o.name: M.ood_metrics(scores[x.name], scores[o.name]) for o in protocol.ood}
+        sm = {o.name: M.ood_metrics(_paired(scores, x.name, o.name), scores[o.name])
+              for o in protocol.ood}
         shifted[x.name] = {
             "id_accuracy": M.id_accuracy(preds[x.name], labels[x.name]),
             "metrics": sm,

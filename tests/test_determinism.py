@@ -1,6 +1,11 @@
 """Determinism: the same seed gives bit-identical scores on CPU, and no registered detector's scores
 depend on how the images are batched (unless it declares ``order_dependent``).
 
+A streaming detector (``Detector.streaming``: scored on a seeded ID + OOD stream) may depend on
+the order; its stream must give bit-identical scores when replayed, and over batch sizes either
+the same scores (``stream_batch_invariant``) or the documented dependence: a batch's scores depend
+on the stream up to the end of that batch and on nothing after it.
+
 The direction of the scores (higher = ID) is the lead's contract test (test_detector_contract.py);
 this file checks only what batching and reruns must leave unchanged.
 """
@@ -15,6 +20,7 @@ import torch
 
 import oodbench
 import oodbench.features.scores as scoring
+import oodbench.features.stream as streaming
 from oodbench.runner import RunSpec, run
 
 BATCHES = (1, 7, 64)
@@ -68,6 +74,8 @@ def shared(tmp_path_factory):
 
 @pytest.mark.parametrize("name", cases())
 def test_scores_do_not_depend_on_the_batch_size(name, standin_root, shared, monkeypatch):
+    if oodbench.DETECTORS.get(name).streaming:
+        return check_stream(name, standin_root, shared, monkeypatch)
     seen = []
     real = scoring.score_arrays
 
@@ -120,3 +128,38 @@ def test_same_seed_gives_bit_identical_scores(standin_root, tmp_path):
             assert za.files == zb.files
             for k in za.files:
                 assert za[k].tobytes() == zb[k].tobytes(), f"{name} {k} differs between reruns"
+
+
+def check_stream(name, standin_root, shared, monkeypatch) -> None:
+    """A streaming detector: replaying its first seeded stream gives the same bytes; a batch's
+    scores do not depend on the stream after it; batch-invariant ones match over batch sizes."""
+    seen = []
+    real = streaming.score_stream
+
+    def spy(det, arrays, device, batch):
+        seen.append((det, {k: np.array(v) for k, v in arrays.items()}, batch))
+        return real(det, arrays, device, batch)
+
+    monkeypatch.setattr(streaming, "score_stream", spy)
+    run(spec(standin_root, shared, [name]))
+    det, arrays, official = next((d, a, b) for d, a, b in seen if len(next(iter(a.values())))
+                                 > max(BATCHES[:-1]))  # a shuffled ID + OOD stream
+    cpu = torch.device("cpu")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the test above: one BLAS thread
+    try:
+        for b in (*BATCHES, official):
+            full, _ = real(det, arrays, cpu, b)
+            again, _ = real(det, arrays, cpu, b)
+            assert full.tobytes() == again.tobytes(), f"{name}: a replayed stream differs (b={b})"
+            assert np.isfinite(full).all()
+            cut = 2 * b if 2 * b < len(full) else b
+            head, _ = real(det, {k: v[:cut] for k, v in arrays.items()}, cpu, b)
+            tol = TOL * max(1.0, float(np.abs(full).max()))
+            np.testing.assert_allclose(head, full[:cut], rtol=0, atol=tol,
+                                       err_msg=f"{name}: batch {b} depends on later images")
+            if det.stream_batch_invariant:
+                ref, _ = real(det, arrays, cpu, BATCHES[-1])
+                np.testing.assert_allclose(full, ref, rtol=0, atol=tol * 10)
+    finally:
+        torch.set_num_threads(threads)

@@ -555,3 +555,164 @@ def test_locoop_score_is_the_official_gl_score(toy, locoop):
 def test_locoop_prediction_is_the_argmax_global_logit(toy, locoop):
     f = image_features(toy)
     assert_argmax(predict(locoop, f), locoop_logits(toy, locoop, f)[0])
+
+
+# ---------------------------------------------------------------- CSP
+
+# NeurIPS2024-CSP mmcls/models/classifiers/class_names.py @ 3a7bdab, transcribed
+CSP_NOUN_TEMPLATES = ["a close-up photo of the nice {}.", "a photo with the nice {}.",
+                      "a good photo with the nice {}.", "a photo of the nice {}.", "{}", "the {}",
+                      "the good {}", "the nice {}"]  # preset_noun_prompt_templates L1074-1083
+CSP_SUPERCLASSES = ["{} environment", "{} space", "{} object", "{} scene", "{} place", "{} item",
+                    "{} area", "{} view", "{} thing", "{} pattern", "{} structure",
+                    "{} landscape", "{} vista", "{} creature"]  # csp_templates L1085-1100
+CSP_ADJ_TEMPLATES = ["{}", "a nice photo of {}", "a good photo of {}",
+                     "a close-up photo of {}"]  # preset_adj_prompt_templates L1102-1107
+
+
+def ensemble(toy, words, templates) -> np.ndarray:
+    """multi_modal.py L58-70 (ID), L107-113 + L137-141 (pool): the prompts of a word averaged,
+    then normalised (the embeddings averaged are the normalised ones the harness caches)."""
+    e = encode(toy, [t.format(w) for w in words for t in templates])
+    return unit(e.reshape(len(words), len(templates), -1).mean(axis=1))
+
+
+def csp_official_negatives(toy):
+    """multi_modal.py L86-115 (pool; random.seed(0), one random.choice per adjective) and
+    L160-181 (0.95-quantile, 1.0 where the max cosine exceeds 0.95, 15% of each part)."""
+    import random
+
+    from oodbench.detectors.neglabel import load_corpus
+
+    _, nouns, adjectives = load_corpus("toy", "toy")  # the toy corpus, NegLabel's reader
+    rng = random.Random(0)  # = random.seed(0) then random.choice, L88 and L111
+    conjugated = [rng.choice(CSP_SUPERCLASSES).format(a) for a in adjectives]
+    t_id = ensemble(toy, toy.classes, CSP_NOUN_TEMPLATES)
+    words, feats = [], []
+    for pool, templates in ((nouns, CSP_NOUN_TEMPLATES), (conjugated, CSP_ADJ_TEMPLATES)):
+        f = ensemble(toy, pool, templates)
+        tmp = f @ t_id.T
+        sim = np.quantile(tmp, 0.95, axis=-1)  # torch.quantile's default: linear
+        sim[tmp.max(axis=1) > 0.95] = 1.0  # L166-167
+        ind = np.argsort(sim, kind="stable")[: int(len(sim) * 0.15)]  # L176-180
+        words += [pool[i] for i in ind]
+        feats.append(f[ind])
+    return t_id, words, np.concatenate(feats)
+
+
+def test_csp_template_files_are_the_official_lists():
+    from oodbench.detectors.csp import csp_templates
+
+    assert csp_templates("noun") == CSP_NOUN_TEMPLATES
+    assert csp_templates("superclass") == CSP_SUPERCLASSES
+    assert csp_templates("adjective") == CSP_ADJ_TEMPLATES
+
+
+@pytest.mark.parametrize("params", [{}, {"ngroups": 7}], ids=["official", "7-groups"])
+def test_csp_score_is_the_official_grouped_formula(toy, params):
+    det = set_up("csp", toy, params)
+    t_id, words, t_neg = csp_official_negatives(toy)
+    assert list(det.negatives.prompts) == words  # the pool and its selection
+    assert any(" " in w and w.split()[-1] in {s.split()[-1] for s in CSP_SUPERCLASSES}
+               for w in words)  # conjugated labels made it in
+    f = image_features(toy)
+    v = np64(f[GLOBAL])
+    group = params.get("ngroups", min(100, len(words)))  # custom_config ngroup = 100
+    perm = np.asarray(det.perm)
+    assert sorted(perm.tolist()) == list(range(len(words) - len(words) % group))
+    pos, neg = 100.0 * v @ t_id.T, 100.0 * v @ t_neg.T  # multi_modal.py L223-226
+    expected = grouped_id_mass(pos / 1.0, neg / 1.0, group, perm)  # clip_ood.py L25-49, t = 1
+    assert_scores(score(det, f), expected, logit_scale=100.0)
+    assert_argmax(predict(det, f), pos)
+
+
+# ---------------------------------------------------------------- AdaNeg
+
+def adaneg_official(batches, text, n_id, scale, perm, groups, thres, gap, memory_size, lam,
+                    beta, samada):
+    """OpenOOD-VLM ttaprompt_postprocessor.py TTAPromptPostprocessor_noadagap.postprocess
+    (L768-950), transcribed in float64 for a stream of batches; also counts the memory's stores
+    and replacements (so that a test can see the memory was used)."""
+    k, d = text.shape
+    feat_memory = np.concatenate([text[:, None], np.zeros((k, memory_size, d))], axis=1)  # L774
+    indice_memory = np.ones(k)  # L777
+    entropy_memory = np.zeros((k, memory_size + 1))  # L778
+    counts = {"stored": 0, "replaced": 0, "skipped": 0}
+    confs, preds = [], []
+
+    def put(cate, feat, ent):  # L825-837 (and L854-866)
+        if indice_memory[cate] == memory_size:
+            if (ent < entropy_memory[cate]).sum() == 0:
+                counts["skipped"] += 1
+                return
+            j = np.argsort(entropy_memory[cate], kind="stable")[-1]  # the max entropy
+            counts["replaced"] += 1
+        else:
+            j = int(indice_memory[cate])
+            indice_memory[cate] += 1
+            counts["stored"] += 1
+        feat_memory[cate, j] = feat
+        entropy_memory[cate, j] = ent
+
+    for x in batches:
+        out_v = scale * x @ text.T  # L783
+        conf_v = grouped_id_mass(out_v[:, :n_id], out_v[:, n_id:], groups, perm)  # L786-809
+        for i in np.flatnonzero(conf_v > thres + gap * (1 - thres)):  # L813, L818-837
+            p = softmax(out_v[i, :n_id])
+            put(int(out_v[i, :n_id].argmax()), x[i], -(p * np.log(p + 1e-8)).sum())
+        for i in np.flatnonzero(conf_v < thres - gap * thres):  # L842, L847-866
+            p = softmax(out_v[i, n_id:])
+            put(int(out_v[i, n_id:].argmax()) + n_id, x[i], -(p * np.log(p + 1e-8)).sum())
+        sim = np.exp(-beta * (-(feat_memory @ x.T) + 1))  # L871-873: (K, L+1, B)
+        if samada:  # L877-891
+            sa = (sim.transpose(2, 0, 1)[..., None] * feat_memory[None]).sum(axis=2)
+            sa = sa / np.linalg.norm(sa, axis=-1, keepdims=True)  # (B, K, D)
+        else:  # L893-894
+            sa = feat_memory.mean(axis=1)
+            sa = np.broadcast_to(sa / np.linalg.norm(sa, axis=-1, keepdims=True), (len(x), k, d))
+        output = scale * (x[:, None] * sa).sum(-1)  # L900
+        prob_all = softmax(out_v) + softmax(output) * lam  # L902-903
+        preds.append(prob_all[:, :n_id].argmax(axis=1))  # L905
+        conf_in = grouped_id_mass(output[:, :n_id], output[:, n_id:], groups, perm)  # L907-930
+        confs.append(conf_in + conf_v * lam)  # L941-942, in_score "combine"
+    return np.concatenate(confs), np.concatenate(preds), counts
+
+
+def adaneg_stream(toy, det, n: int = 96, seed: int = 3) -> np.ndarray:
+    """A stream of unit features: near ID prompts, near negative labels, and random ones."""
+    g = torch.Generator().manual_seed(seed)
+    text = np64(det.text)
+    pick = torch.cat([torch.randint(0, det.n_id, (n // 2,), generator=g),  # mostly few classes
+                      torch.randint(det.n_id, len(text), (n // 4,), generator=g)]).numpy()
+    v = np.asarray(torch.randn(n, text.shape[1], generator=g), dtype=np.float64)
+    v[: len(pick)] = v[: len(pick)] * 0.05 + text[pick]
+    return unit(v[np.asarray(torch.randperm(n, generator=g))])
+
+
+@pytest.mark.parametrize("samada", [False, True], ids=["task-adaptive", "sample-adaptive"])
+def test_adaneg_stream_is_the_official_postprocessor(toy, samada):
+    params = {"memory_size": 3, "thres": 0.5, "gap": 0.2, "sample_adaptive": samada,
+              "batch_size": 8}
+    det = set_up("adaneg", toy, params)
+    t_id = encode(toy, [f"The nice {c}." for c in toy.classes])  # get_templates('nice')
+    t_neg = encode(toy, list(det.negatives.prompts))  # OpenOOD-VLM's mined labels, adj first
+    text = np.concatenate([t_id, t_neg])
+    np.testing.assert_allclose(np64(det.text), text, atol=1e-6)
+    m = len(t_neg)
+    perm = official_randperm(m - m % 5)  # L792-797: manual_seed(0), randperm on the CPU
+    np.testing.assert_array_equal(np.asarray(det.perm), perm)
+    x = adaneg_stream(toy, det)
+    batches = [x[i : i + 8] for i in range(0, len(x), 8)]
+    expected, pred, counts = adaneg_official(batches, text, len(t_id), toy.scale, perm, 5, 0.5,
+                                             0.2, 3, 0.1, 5, samada)
+    assert counts["stored"] > 4 and counts["replaced"] > 0, counts  # the memory was exercised
+    det.reset_stream()
+    got_s, got_p = [], []
+    with torch.inference_mode():
+        for b in batches:
+            s, p = det.score_and_predict({GLOBAL: torch.from_numpy(b).float()})
+            got_s.append(s)
+            got_p.append(p)
+    np.testing.assert_allclose(np64(torch.cat(got_s)), expected, rtol=RTOL,
+                               atol=ATOL * toy.scale)
+    assert (np.asarray(torch.cat(got_p)) == pred).mean() >= 0.97

@@ -57,7 +57,9 @@ def _torchvision(path: Path, resize: int, crop: int, interpolation: str) -> torc
                                                  ("energy", "bilinear", 224),
                                                  ("krnft", "bicubic", 256),
                                                  ("lapt", "bilinear", 256),
-                                                 ("local-prompt", "bicubic", 224)])
+                                                 ("local-prompt", "bicubic", 224),
+                                                 ("csp", "bilinear", 224),
+                                                 ("adaneg", "bicubic", 256)])
 def test_recipe_pixels_equal_the_official_torchvision_transform(tmp_path, name, interp, resize):
     """A detector's images, through the preprocessing its recipe gives a 224 model, equal the
     official transform's tensor (ToTensor + Normalize of the same uint8 pixels: to 1e-6)."""

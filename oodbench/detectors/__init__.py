@@ -14,6 +14,14 @@ _BUILTIN = {
         "oodbench.detectors.neglabel:NegLabel",
         "NegLabel: ID mass against mined WordNet negative labels, grouped (Jiang 2024)",
     ),
+    "csp": (
+        "oodbench.detectors.csp:CSP",
+        "CSP: NegLabel with a conjugated pool of '<adjective> <superclass>' negatives (Chen 2024)",
+    ),
+    "adaneg": (
+        "oodbench.detectors.adaneg:AdaNeg",
+        "AdaNeg: negative proxies from a memory of test images, scored on a stream (Zhang 2024)",
+    ),
     "cma": (
         "oodbench.detectors.cma:CMA",
         "CMA: CLIP fine-tuned with cross-modal alignment, ungrouped NegLabel score (Kim 2025)",

@@ -30,6 +30,15 @@ depend on how images are batched unless ``order_dependent`` is set. ``stochastic
 set) says the scores depend on the run's seed; a detector whose setup ignores ``ctx.seed`` sets it
 False, and the runner then runs it once for the first of several seeds. Text is encoded once, in
 ``setup``, through ``ctx.encode_text`` (cached), never per image batch.
+
+A **streaming** detector (``streaming = True``; test-time adaptive, e.g. AdaNeg) learns from the
+test images as they arrive: the runner resets it (``reset_stream``) and feeds it one interleaved
+ID + OOD stream, in batches of ``stream_batch_size()``, in an order fixed by the run's seed, per
+OOD set or over all sets (``stream_scope``); see ``oodbench/features/stream.py``. Its
+``score_and_predict`` may update its state, so a score depends on what came before it.
+``stream_batch_invariant`` says whether the batch size may change its scores (False: each batch
+updates the state before it is scored, as the official code does; the contract then checks that
+a batch's scores depend on nothing after it).
 """
 
 from __future__ import annotations
@@ -286,6 +295,10 @@ class Detector:
     # whether the scores depend on the run's seed (training, random crops, seeded draws); a
     # detector that sets False is run once however many seeds are asked for (the first one)
     stochastic: ClassVar[bool] = True
+    # test-time adaptive: scored on a seeded ID + OOD stream (module docstring, features/stream.py)
+    streaming: ClassVar[bool] = False
+    stream_scope: ClassVar[str] = "per-set"  # "per-set" (a stream per OOD set) or "all-sets"
+    stream_batch_invariant: ClassVar[bool] = True
     score_dtype: ClassVar[torch.dtype] = torch.float32
     # the authors' test-time choices (preprocessing acts; see Recipe)
     recipe: ClassVar[Recipe] = Recipe()
@@ -334,6 +347,13 @@ class Detector:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Both at once; override when they share work."""
         return self.score(feats), self.predict(feats)
+
+    def reset_stream(self) -> None:
+        """Forget what earlier test images taught a streaming detector (at each stream's start)."""
+
+    def stream_batch_size(self) -> int:
+        """Images per step of a streaming detector's test stream (its ``batch_size``, else 256)."""
+        return int(getattr(self.params, "batch_size", 256))
 
     def describe(self) -> dict:
         """Name, version and hyperparameters, for the result record and the score cache key

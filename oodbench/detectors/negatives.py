@@ -141,3 +141,28 @@ def load_negatives(encode_text: EncodeText, path: Path | str) -> NegativeLabels:
     return NegativeLabels(prompts, encode_text(prompts).float(), len(prompts) - n_adj, n_adj,
                           str(path), {"sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
                                       "duplicates": len(prompts) - len(set(prompts))})
+
+
+def encode_ensemble(encode_text: EncodeText, words: Sequence[str],
+                    templates: Sequence[str]) -> torch.Tensor:
+    """(len(words), D) float32: per word, the L2-normalised mean of its prompts' (normalised)
+    embeddings under ``templates`` (one ``encode_text`` call over all prompts, word-major)."""
+    if not words:
+        return torch.empty(0, 0)
+    prompts = [t.format(w) for w in words for t in templates]
+    feats = encode_text(prompts).float().reshape(len(words), len(templates), -1).mean(dim=1)
+    return feats / feats.norm(dim=-1, keepdim=True)
+
+
+def capped_quantile_similarity(candidates: torch.Tensor, ids: torch.Tensor,
+                               q: float = PERCENTILE, cap: float | None = None,
+                               chunk: int = 4096) -> torch.Tensor:
+    """:func:`quantile_similarity`, with the candidates whose largest cosine to an ID embedding
+    exceeds ``cap`` set to 1.0 (ranked last: CSP's rule; ``None`` applies no cap)."""
+    sim = quantile_similarity(candidates, ids, q, chunk)
+    if cap is None or not len(sim):
+        return sim
+    idt = ids.to(candidates.device, torch.float32).T
+    top = torch.cat([(candidates[i : i + chunk].float() @ idt).max(dim=1).values
+                     for i in range(0, len(candidates), chunk)])
+    return torch.where(top > cap, torch.ones_like(sim), sim)

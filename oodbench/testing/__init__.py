@@ -121,6 +121,11 @@ def check_determinism(name: str, workdir: Path | str) -> None:
     b = toy_run(name, w / "c2", w / "r2")
     assert a.metrics == b.metrics and a.id_accuracy == b.id_accuracy, \
         f"{name}: two runs with seed 0 differ; seed every random draw from the run's seed"
+    from oodbench.registry import DETECTORS
+
+    if DETECTORS.get(name).streaming:  # order-dependent: the run's seed fixes the stream order
+        assert a.info.get("stream") and a.info["stream"] == b.info["stream"], \
+            f"{name}: a streaming detector's record must name its stream, the same for one seed"
 
 
 def check_detector(name: str, workdir: Path | str | None = None,
