@@ -54,12 +54,13 @@ from oodbench.training.contrastive import (
     shard_slice,
     train_contrastive,
 )
+from oodbench.training.presets import toy_preset
 
 TEMPLATES_FILE = Path(__file__).resolve().parents[1] / "data" / "files" / "clipn_templates.txt"
 LOGIT_SCALE = 100.0
 N_PROMPTS = 16
 OFFICIAL_GLOBAL_BATCH = 2048  # 4 GPUs x 512 (src/run.sh), features all-gathered
-TOY_GLOBAL_BATCH = 512
+TOY_GLOBAL_BATCH = toy_preset("clipn")["toy_batch"]  # benchmarks/toy/select_presets.py writes it
 
 
 class NoTextTower(nn.Module):
@@ -139,7 +140,7 @@ class CLIPNParams(DetectorParams):
     checkpoint: str | None = None
     pairs: str = "auto"
     epochs: float = 10.0
-    toy_steps: int = 150
+    toy_steps: int = toy_preset("clipn")["toy_steps"]  # the toy world's steps (presets file)
     batch_size: int | None = None  # the global batch; None: 2048 (official) or 512 on the toy world
     lr: float = 3e-4
     weight_decay: float = 0.2

@@ -65,7 +65,7 @@ from oodbench.detectors.neglabel import (
 )
 from oodbench.registry import DETECTORS
 from oodbench.training.fewshot import fewshot_split
-from oodbench.training.presets import apply_preset, preset_name
+from oodbench.training.presets import apply_preset, preset_name, toy_preset
 from oodbench.training.trainer import TrainConfig, epoch_batch, train_artifact
 from oodbench.training.views import (
     Augment,
@@ -287,8 +287,7 @@ class KRNFTParams(DetectorParams):
 # Its n_crops crops per image are drawn once and reused every epoch (augment views:<n_crops>, by
 # with_toy_views), as before issue 14; its meta-net width is the variant's (refactor: 128 // 64 =
 # 2 on the toy CLIP, was 64).
-TOY_PRESET = {"shots": 16, "n_crops": 64, "n_pos_crops": 16, "n_neg_crops": 16, "n_neg": 120,
-              "epochs": 20.0, "batch_size": 8, "lr": 1e-3, "lambda_kd": 3000.0}
+TOY_PRESET = toy_preset("krnft")  # benchmarks/toy/select_presets.py writes it
 
 
 @DETECTORS.register("krnft")

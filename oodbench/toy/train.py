@@ -43,9 +43,12 @@ DENSE_TOP_K = 4  # patches per class in the dense (v-path) class loss
 SHIPPED_DENSE_WEIGHT = 1.0
 PRETRAIN_CLASSES: tuple[str, ...] = gen.SHAPES + gen.NO_OBJECT_KINDS
 # Attribute columns used to decide which captions of a batch truthfully describe which images.
-ATTR_FIELDS = ("kind", "size", "colour", "fill", "position", "background", "colour2")
+ATTR_FIELDS = ("kind", "size", "colour", "fill", "position", "background", "colour2", "clutter",
+               "patch")
 _TEMPLATES = (("a photo of a", 0.7), ("a picture of a", 0.15), ("a", 0.15))
-_OPTIONAL = ("size", "colour", "fill", "position", "background")
+_OPTIONAL = ("size", "colour", "fill", "position", "background", "clutter", "patch")
+NEGATION_P = 0.3  # share of object captions that name something the image lacks (", no stripes")
+_NO_PATCH = len(gen.PATCH_KINDS)
 
 
 def _index(values: tuple[str, ...] | list[str], v: str) -> int:
@@ -66,14 +69,26 @@ def _period(caption: str, rng: np.random.Generator) -> str:
 
 
 def object_sample(rng: np.random.Generator) -> tuple[np.ndarray, str, list[int], list[bool], int]:
-    """One object image with a caption mentioning a random subset of its attributes."""
+    """One object image with a caption mentioning a random subset of its attributes and, at
+    times, one thing it lacks: "no clutter" / "no patch" pin the clutter / patch columns, "no
+    stripes" (a fill) is the last, negated-fill column (-1: none)."""
     shape = gen.SHAPES[rng.integers(len(gen.SHAPES))]
     a = gen.sample_object_attributes(shape, rng)
     img = gen.draw_object(a, rng)
     keep = {k: bool(rng.random() < 0.5) for k in _OPTIONAL}
     keep["fill"] = keep["fill"] and a["fill"] != "solid"
-    cap = _period(gen.object_caption(a, keep, prefix=_template(rng)), rng)
+    keep["clutter"] = keep["clutter"] and a["clutter"]
+    keep["patch"] = keep["patch"] and a["patch"] is not None
+    negate = None
+    if rng.random() < NEGATION_P:
+        options = gen.true_negations(a)
+        negate = options[rng.integers(len(options))]
+    cap = _period(gen.object_caption(a, keep, prefix=_template(rng), negate=negate), rng)
     bg = _index(list(gen.BACKGROUND_COLOURS), a["background"]) * 2 + int(a["gradient"])
+    patch = _NO_PATCH if a["patch"] is None else _index(list(gen.PATCH_KINDS), a["patch"])
+    fill_words = list(gen.NEGATABLE_FILLS.values())
+    neg_fill = (_index(gen.FILLS, list(gen.NEGATABLE_FILLS)[fill_words.index(negate)])
+                if negate in fill_words else -1)
     attrs = [
         _index(PRETRAIN_CLASSES, shape),
         _index(gen.SIZES, a["size"]),
@@ -82,6 +97,9 @@ def object_sample(rng: np.random.Generator) -> tuple[np.ndarray, str, list[int],
         _index(gen.POSITIONS, a["position"]),
         bg,
         -1,
+        int(a["clutter"]),
+        patch,
+        neg_fill,
     ]
     mention = [
         True,
@@ -90,6 +108,9 @@ def object_sample(rng: np.random.Generator) -> tuple[np.ndarray, str, list[int],
         keep["fill"],
         keep["position"],
         keep["background"],
+        False,
+        keep["clutter"] or negate == "clutter",
+        keep["patch"] or negate == "patch",
         False,
     ]
     return img, cap, attrs, mention, attrs[0]
@@ -103,7 +124,7 @@ def no_object_sample(
     a = gen.sample_no_object_attributes(kind, rng)
     img = gen.draw_no_object(a, rng)
     phrase = int(rng.integers(len(gen.NO_OBJECT_PHRASES[kind])))
-    colours = bool(rng.random() < 0.5) and kind not in ("noise", "clutter")
+    colours = bool(rng.random() < 0.5) and kind not in gen.COLOURLESS_KINDS
     cap = _period(gen.no_object_caption(a, phrase, colours, prefix=_template(rng)), rng)
     cols = list(gen.COLOURS)
     attrs = [
@@ -114,8 +135,12 @@ def no_object_sample(
         -1,
         -1,
         _index(cols, a["colour2"]),
+        -1,
+        -1,
+        -1,
     ]
-    mention = [True, False, colours, False, False, False, colours and kind != "blank"]
+    mention = [True, False, colours, False, False, False, colours and kind != "blank", False,
+               False, False]
     return img, cap, attrs, mention, attrs[0]
 
 
@@ -137,9 +162,14 @@ def make_batch(seed: int, step: int, batch: int, p_object: float = 0.85) -> dict
 
 
 def positives(attrs: torch.Tensor, mention: torch.Tensor) -> torch.Tensor:
-    """pos[i, j]: caption j truly describes image i (all attributes it mentions match)."""
-    same = attrs[:, None, :] == attrs[None, :, :]
-    return (same | ~mention[None, :, :]).all(-1)
+    """pos[i, j]: caption j truly describes image i (all attributes it mentions match, and the
+    fill it negates, last column, is not image i's)."""
+    cols = len(ATTR_FIELDS)
+    same = attrs[:, None, :cols] == attrs[None, :, :cols]
+    pos = (same | ~mention[None, :, :cols]).all(-1)
+    fill = ATTR_FIELDS.index("fill")
+    neg = attrs[None, :, cols]
+    return pos & ((neg < 0) | (attrs[:, None, fill] != neg))
 
 
 def multi_positive_nce(logits: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
@@ -246,7 +276,7 @@ def evaluate(model, seed: int = 0, fraction: float = 1.0) -> dict:
     model.eval()
     feats, labels = {}, {}
     for split in world.SPLITS:
-        if split.endswith("_train") or split == "id_val":
+        if split.endswith("_train") or split in world.VAL_SPLITS:
             continue
         imgs, labs = _eval_split(split, seed)
         keep = np.random.default_rng(0).permutation(len(imgs))[: max(1, int(len(imgs) * fraction))]
