@@ -124,11 +124,8 @@ class LocalPromptParams(DetectorParams):
         require(self.max_steps is None or self.max_steps > 0, "max_steps", "must be positive")
 
 
-# 16 shots rather than the paper's 4: toy average FPR95 over seeds 0-2 is 22.60 / 27.10 / 22.05,
-# against 33.35 / 30.09 / 25.15 at 4 shots with the same number of steps (--param
-# local-prompt.shots=4 --param local-prompt.epochs=20), where MCM gives 29.35.
-# written by benchmarks/toy/select_presets.py; and augment views:<views>: the views drawn once
-# (with_toy_views)
+# A CPU-minute budget (16 shots, 5 epochs, 8 views drawn once: augment views:<views> by
+# with_toy_views); n_neg_prompts and lr chosen on toy-val by benchmarks/toy/select_presets.py
 TOY_PRESET = toy_preset("local-prompt")
 
 
