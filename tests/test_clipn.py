@@ -94,6 +94,7 @@ def test_toy_training_records_its_global_batch_and_that_it_is_not_the_papers_dat
 
     from oodbench.backbones import load_backbone
     from oodbench.detectors.clipn import CLIPN, PairSource, global_batch
+    from oodbench.training.presets import toy_preset
 
     bb = load_backbone("toy")
     det = CLIPN({"max_steps": 1, "batch_size": 4})
@@ -104,7 +105,8 @@ def test_toy_training_records_its_global_batch_and_that_it_is_not_the_papers_dat
     assert info["steps"] == 1 and info["global_batch"] == 4 and info["world_size"] == 1
     assert info["paper_data"] is False and info["pairs"] == "toy"
     toy = PairSource("toy", "toy", bb)
-    assert global_batch(CLIPN({}).params, toy) == 512  # the toy default; 2048 on a pairs file
+    toy_batch = toy_preset("clipn")["toy_batch"]  # the toy preset's; 2048 on a pairs file
+    assert global_batch(CLIPN({}).params, toy) == toy_batch != 2048
 
 
 def test_a_global_batch_smaller_than_the_number_of_processes_is_refused(monkeypatch):

@@ -217,3 +217,75 @@ def test_dense_class_loss_prefers_the_labelled_patches():
     right = dense_class_loss(local, prompts, torch.tensor([2, 1]), scale, k=1)
     wrong = dense_class_loss(local, prompts, torch.tensor([0, 0]), scale, k=1)
     assert right < 0.01 < wrong
+
+
+def test_object_images_carry_clutter_and_a_texture_patch_when_drawn_so():
+    rng = np.random.default_rng(7)
+    a = gen.sample_object_attributes("circle", rng, clutter_p=1.0, patch_p=1.0)
+    assert a["clutter"] and a["patch"] in gen.PATCH_KINDS
+    plain = dict(a, clutter=False, patch=None)
+    busy_img = gen.draw_object(a, np.random.default_rng(1))
+    plain_img = gen.draw_object(plain, np.random.default_rng(1))
+    assert (busy_img != plain_img).any(axis=2).mean() > 0.02  # fragments and a ~15 px patch
+    cap = gen.object_caption(a)
+    assert "with clutter" in cap and f"small {gen.PATCH_KINDS[a['patch']]} patch" in cap
+
+
+def test_negations_name_only_what_the_image_lacks():
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        a = gen.sample_object_attributes("star", rng)
+        neg = gen.true_negations(a)
+        assert ("clutter" in neg) != a["clutter"] and ("patch" in neg) == (a["patch"] is None)
+        assert all(gen.NEGATABLE_FILLS.get(a["fill"]) != w for w in neg)
+    assert gen.object_caption(a, {}, negate="stripes").endswith(f"{a['shape']}, no stripes")
+
+
+def test_a_caption_negating_an_image_s_fill_is_not_its_positive():
+    from oodbench.toy.train import ATTR_FIELDS, positives
+
+    fill = ATTR_FIELDS.index("fill")
+    attrs = torch.full((2, len(ATTR_FIELDS) + 1), -1)
+    attrs[:, 0] = 0  # same shape
+    attrs[0, fill], attrs[1, fill] = gen.FILLS.index("striped"), gen.FILLS.index("solid")
+    attrs[1, -1] = gen.FILLS.index("striped")  # caption 1: "..., no stripes"
+    mention = torch.zeros(2, len(ATTR_FIELDS) + 1, dtype=torch.bool)
+    mention[:, 0] = True
+    pos = positives(attrs, mention)
+    assert pos[1, 1] and pos[0, 0] and pos[1, 0] and not pos[0, 1]
+
+
+def test_pretraining_batches_hold_negations_and_every_kind_is_drawn():
+    from oodbench.toy.train import make_batch
+
+    caps = [c for s in range(3) for c in make_batch(0, s, 64)["captions"]]
+    assert any(", no " in c for c in caps)
+    assert any("clutter" in c for c in caps) and any("patch" in c for c in caps)
+    rng = np.random.default_rng(0)
+    for kind in gen.NO_OBJECT_KINDS:
+        img, cap = gen.render_no_object(kind, rng)
+        assert img.shape == (64, 64, 3) and img.std() > 3, kind  # not a blank frame by mistake
+        assert gen.NO_OBJECT_PHRASES[kind][0] in cap
+
+
+def test_validation_split_is_its_own_and_its_ood_kinds_are_in_no_test_set():
+    val = world.PROTOCOLS["toy-val"]
+    test_sets = {s for name, p in world.PROTOCOLS.items() if name != "toy-val"
+                 for s in (p["id"], *p["ood"], *p.get("shifted", ()))}
+    assert not set(world.VAL_SPLITS) & test_sets
+    assert {val["id"], *val["ood"]} == set(world.VAL_SPLITS)
+    test_kinds = {c for s in test_sets for c in world.SPLITS[s].classes}
+    val_ood = {c for s in val["ood"] for c in world.SPLITS[s].classes}
+    assert val_ood and not val_ood & test_kinds
+    assert val_ood <= set(gen.SHAPES) | set(gen.NO_OBJECT_KINDS)  # pretrained, like test OOD
+    assert world.split_seed(0, "id_val") != world.split_seed(0, "id_test")
+
+
+def test_toy_val_protocol_builds_from_the_val_splits(tmp_path, small_world):
+    from oodbench.registry import PROTOCOLS
+
+    p = PROTOCOLS.get("toy-val")().build(None, tmp_path)
+    assert p.id_test.manifest.paths[0].startswith("toy/id_val/")
+    assert [s.name for s in p.ood] == ["near", "far"]
+    assert all(path.split("/")[1] in ("val_near", "val_far")
+               for s in p.ood for path in s.manifest.paths)

@@ -11,8 +11,9 @@ decay 0.2 on matrices only, cosine without warm-up, 10 epochs, batch 512 per GPU
 the features all-gathered (``src/run.sh``; open_clip's ``gather_features`` with ``local_loss`` and
 ``gather_with_grad`` off), so the loss sees a 2,048 x 2,048 matrix, AMP.
 
-``batch_size`` is that *global* batch (default 2,048 on image-caption files, 512 on the toy
-world): under ``torchrun --nproc_per_node W`` each rank encodes its 1/W share and the loss gathers
+``batch_size`` is that *global* batch (default 2,048 on image-caption files; on the toy world
+the toy preset's, with its ``toy_steps``, from ``oodbench/toy/weights/toy_presets.json``): under
+``torchrun --nproc_per_node W`` each rank encodes its 1/W share and the loss gathers
 the features (:mod:`oodbench.training.contrastive`), so 4 processes of 512 rows and one process of
 2,048 compute the same loss on the same images.
 
@@ -54,12 +55,13 @@ from oodbench.training.contrastive import (
     shard_slice,
     train_contrastive,
 )
+from oodbench.training.presets import toy_preset
 
 TEMPLATES_FILE = Path(__file__).resolve().parents[1] / "data" / "files" / "clipn_templates.txt"
 LOGIT_SCALE = 100.0
 N_PROMPTS = 16
 OFFICIAL_GLOBAL_BATCH = 2048  # 4 GPUs x 512 (src/run.sh), features all-gathered
-TOY_GLOBAL_BATCH = 512
+TOY_GLOBAL_BATCH = toy_preset("clipn")["toy_batch"]  # benchmarks/toy/select_presets.py writes it
 
 
 class NoTextTower(nn.Module):
@@ -139,8 +141,8 @@ class CLIPNParams(DetectorParams):
     checkpoint: str | None = None
     pairs: str = "auto"
     epochs: float = 10.0
-    toy_steps: int = 150
-    batch_size: int | None = None  # the global batch; None: 2048 (official) or 512 on the toy world
+    toy_steps: int = toy_preset("clipn")["toy_steps"]  # the toy world's steps (presets file)
+    batch_size: int | None = None  # the global batch; None: 2048 (official) or the toy preset's
     lr: float = 3e-4
     weight_decay: float = 0.2
     warmup_steps: int = 0

@@ -67,7 +67,7 @@ from oodbench.detectors.neglabel import (
 from oodbench.errors import ConfigError
 from oodbench.registry import DETECTORS
 from oodbench.training.fewshot import fewshot_features
-from oodbench.training.presets import apply_preset, preset_name
+from oodbench.training.presets import apply_preset, preset_name, toy_preset
 from oodbench.training.prompt_learner import PromptLearner, freeze
 from oodbench.training.trainer import TrainConfig, epoch_batch, steps_for_epochs, train_artifact
 
@@ -125,8 +125,7 @@ class LAPTParams(DetectorParams):
         require(self.max_steps is None or self.max_steps > 0, "max_steps", "must be positive")
 
 
-TOY_PRESET = {"n_neg_train": 60, "n_neg_test": 120, "test_groups": 10, "epochs": 30.0,
-              "batch_size": 16, "shots": 8}
+TOY_PRESET = toy_preset("lapt")  # benchmarks/toy/select_presets.py writes it
 
 
 @DETECTORS.register("lapt")

@@ -47,7 +47,7 @@ from oodbench.detectors.base import (
 from oodbench.errors import ConfigError
 from oodbench.registry import DETECTORS
 from oodbench.training.fewshot import fewshot_split
-from oodbench.training.presets import apply_preset, preset_name
+from oodbench.training.presets import apply_preset, preset_name, toy_preset
 from oodbench.training.prompt_learner import PromptLearner, freeze
 from oodbench.training.trainer import TrainConfig, train_artifact
 from oodbench.training.views import Augment, dassl_local_views, with_toy_views
@@ -124,12 +124,9 @@ class LocalPromptParams(DetectorParams):
         require(self.max_steps is None or self.max_steps > 0, "max_steps", "must be positive")
 
 
-# 16 shots rather than the paper's 4: toy average FPR95 over seeds 0-2 is 22.60 / 27.10 / 22.05,
-# against 33.35 / 30.09 / 25.15 at 4 shots with the same number of steps (--param
-# local-prompt.shots=4 --param local-prompt.epochs=20), where MCM gives 29.35.
-TOY_PRESET = {"shots": 16, "n_ctx": 4, "n_neg_prompts": 30, "topk_train": 16, "topk_test": 3,
-              "epochs": 5.0, "batch_size": 16, "lr": 0.01, "warmup_epochs": 0.0, "views": 8,
-              "num_pos": 4}  # and augment views:<views>: the views drawn once (with_toy_views)
+# A CPU-minute budget (16 shots, 5 epochs, 8 views drawn once: augment views:<views> by
+# with_toy_views); n_neg_prompts and lr chosen on toy-val by benchmarks/toy/select_presets.py
+TOY_PRESET = toy_preset("local-prompt")
 
 
 @DETECTORS.register("local-prompt")

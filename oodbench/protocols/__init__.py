@@ -50,6 +50,10 @@ _BUILTIN = {
         "oodbench.protocols.toy:ToyShift",
         "toy world: ID shapes in shifted styles (sketch, blur, noise, invert) count as ID",
     ),
+    "toy-val": (
+        "oodbench.protocols.toy:ToyVal",
+        "toy world validation: ID val images vs OOD kinds of no test set (presets)",
+    ),
     **{
         name: (f"oodbench.protocols.{target}", text)
         for name, (target, text) in {

@@ -2,7 +2,9 @@
 
 ``toy`` stands in for ImageNet-1k vs near/far OOD, ``toy-unseen`` for unseen-ID generalisation
 (train on one label set, test with another), ``toy-shift`` for covariate shift (shifted styles of
-the ID classes count as ID). The images are rendered once into ``<cache>/toy-world`` as PNG files
+the ID classes count as ID). ``toy-val`` is the validation protocol that toy presets are chosen
+on (``benchmarks/toy/select_presets.py``): the ``id_val`` images against OOD kinds no test set
+holds. The images are rendered once into ``<cache>/toy-world`` as PNG files
 and then read through the same manifest and loader path as real datasets.
 """
 
@@ -66,7 +68,8 @@ class ToyProtocol(ProtocolDef):
 
 
 def _ood_name(split: str) -> str:
-    return {"unseen_near": "near"}.get(split, split)
+    """The OOD group name of a split: near or far."""
+    return {"unseen_near": "near", "val_near": "near", "val_far": "far"}.get(split, split)
 
 
 @PROTOCOLS.register("toy")
@@ -97,3 +100,13 @@ class ToyShift(ToyProtocol):
     version = "1"
     description = "toy world: ID shapes in shifted styles (sketch, blur, noise, invert) count as ID"
     layout = "toy-shift"
+
+
+@PROTOCOLS.register("toy-val")
+class ToyVal(ToyProtocol):
+    """Toy validation: the ID val images vs near / far OOD kinds that no toy test set holds."""
+
+    name = "toy-val"
+    version = "1"
+    description = "toy world validation: ID val images vs OOD kinds of no test set (presets)"
+    layout = "toy-val"

@@ -26,6 +26,20 @@ _TEXTURE_NOUNS = (
     "background",
     "scene",
     "wall",
+    "landscape",
+    "countryside",
+    "view",
+    "hills",
+    "skyline",
+    "buildings",
+    "town",
+    "zigzag",
+    "chevron",
+    "rings",
+    "target",
+    "patch",
+    "clutter",
+    "outline",
 )
 _DISTRACTOR_NOUNS = """
 dog cat horse cow sheep pig goat rabbit mouse lion tiger bear wolf fox deer monkey elephant
@@ -73,6 +87,8 @@ _ATTRIBUTE_ADJECTIVES = (
     "lined",
     "rippled",
     "gradient",
+    "hilly",
+    "ringed",
 )
 _DISTRACTOR_ADJECTIVES = """
 happy sad angry calm brave shy lazy busy quiet loud fast slow old young new ancient modern fresh

@@ -32,8 +32,30 @@ SIZES = ("small", "large")
 FILLS = ("solid", "striped", "dotted", "outlined")
 POSITIONS = ("center", "top left", "top right", "bottom left", "bottom right")
 SHIFT_STYLES = ("sketch", "blur", "noise", "invert")
-NO_OBJECT_KINDS = ("stripes", "checkers", "dots", "waves", "noise", "clutter", "blank")
-
+NO_OBJECT_KINDS = (
+    "stripes",
+    "checkers",
+    "dots",
+    "waves",
+    "noise",
+    "clutter",
+    "blank",
+    "landscape",
+    "city",
+    "zigzag",
+    "rings",
+)
+# Small textured patches that may sit beside the labelled object (an ID image's "second object"
+# of a far-OOD-like kind, as ImageNet photos carry background things), with their caption words.
+PATCH_KINDS: dict[str, str] = {
+    "stripes": "striped",
+    "checkers": "checkered",
+    "dots": "dotted",
+    "waves": "wavy",
+}
+CLUTTER_P = 0.4  # share of object images with a few small fragments strewn on the background
+PATCH_P = 0.35  # share of object images with a small textured patch in a corner
+NOISE_SIGMA = 18.0  # the "noise" shift style (45 in v2: 39% accuracy, FPR95 97%)
 # Noun phrases per no-object kind; the first is canonical, the others are pretraining synonyms.
 NO_OBJECT_PHRASES: dict[str, tuple[str, ...]] = {
     "stripes": ("striped texture", "pattern of stripes", "lined texture"),
@@ -43,7 +65,15 @@ NO_OBJECT_PHRASES: dict[str, tuple[str, ...]] = {
     "noise": ("random noise", "noisy static", "grainy texture"),
     "clutter": ("cluttered scene of fragments", "pile of scattered fragments", "messy debris"),
     "blank": ("blank background", "empty scene", "plain wall"),
+    "landscape": ("landscape", "hilly countryside", "view of hills"),
+    "city": ("city skyline", "row of buildings", "town scene"),
+    "zigzag": ("zigzag texture", "chevron pattern", "zigzag pattern"),
+    "rings": ("ringed texture", "target pattern", "pattern of rings"),
 }
+# Words a caption may negate (", no stripes"): what the image does not show.
+NEGATABLE_FILLS: dict[str, str] = {"striped": "stripes", "dotted": "dots", "outlined": "outline"}
+SCENE_KINDS = ("landscape", "city")
+COLOURLESS_KINDS = ("noise", "clutter", *SCENE_KINDS)  # captions name no colours for these
 SHIFT_PREFIX = {
     "sketch": "a sketch of a",
     "blur": "a blurry photo of a",
@@ -173,6 +203,17 @@ _GEOMETRY: dict[str, list[tuple[Poly, bool]]] = {
     ],
     "hourglass": [([(-0.7, -1), (0.7, -1), (0, 0)], True), ([(0, 0), (0.7, 1), (-0.7, 1)], True)],
     "drop": [(_circle(0, 0.35, 0.6), True), ([(0, -1), (0.55, 0.12), (-0.55, 0.12)], True)],
+    # closer look-alikes of unseen-ID classes (pine~tree, umbrella~mushroom)
+    "pine": [
+        ([(0, -1), (0.5, -0.35), (-0.5, -0.35)], True),
+        ([(0, -0.6), (0.7, 0.4), (-0.7, 0.4)], True),
+        (_rect(-0.12, 0.35, 0.12, 1.0), True),
+    ],
+    "umbrella": [(_half_disc(1.0, 0.7, -0.1), True), (_rect(-0.07, -0.1, 0.07, 0.9), True),
+                 (_rect(-0.07, 0.75, 0.3, 0.9), True)],
+    # validation near OOD (look-alikes of ID classes that no test set holds)
+    "octagon": [(_regular(8, 0.95, np.pi / 8), True)],
+    "trapezoid": [([(-0.5, -0.7), (0.5, -0.7), (0.95, 0.7), (-0.95, 0.7)], True)],
 }
 SHAPES: tuple[str, ...] = tuple(_GEOMETRY)
 
@@ -268,12 +309,19 @@ def _placement(size: str, rng: np.random.Generator) -> tuple[str, float, float, 
     return pos, cx[horiz], cy, r
 
 
-def sample_object_attributes(shape: str, rng: np.random.Generator) -> dict:
-    """Random attributes (colour, size, fill, position, background, pose) of one object image."""
+def sample_object_attributes(
+    shape: str, rng: np.random.Generator, clutter_p: float = CLUTTER_P, patch_p: float = PATCH_P
+) -> dict:
+    """Random attributes (colour, size, fill, position, background, pose, background clutter,
+    a textured patch in a corner) of one object image."""
     colour = list(COLOURS)[rng.integers(len(COLOURS))]
     size = SIZES[rng.integers(2)]
     pos, cx, cy, r = _placement(size, rng)
+    clutter = bool(rng.random() < clutter_p)
+    patch = list(PATCH_KINDS)[rng.integers(len(PATCH_KINDS))] if rng.random() < patch_p else None
     return {
+        "clutter": clutter,
+        "patch": patch,
         "shape": shape,
         "colour": colour,
         "size": size,
@@ -288,9 +336,56 @@ def sample_object_attributes(shape: str, rng: np.random.Generator) -> dict:
     }
 
 
+def _strew_fragments(img: np.ndarray, n: int, size: tuple[float, float],
+                     rng: np.random.Generator) -> np.ndarray:
+    """``img`` (float32 HxWx3) with n small random polygon or line fragments drawn on it."""
+    canvas = Image.fromarray(np.clip(img + 0.5, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(canvas)
+    cols = list(COLOURS.values())
+    for _ in range(n):
+        cx, cy = rng.uniform(0, SIZE, 2)
+        k = int(rng.integers(3, 6))
+        ang = np.sort(rng.uniform(0, 2 * np.pi, k))
+        rad = rng.uniform(size[0], size[1], k)
+        pts = [
+            (float(cx + a * math.cos(t)), float(cy + a * math.sin(t)))
+            for a, t in zip(rad, ang, strict=True)
+        ]
+        col = tuple(int(c) for c in _jitter_colour(cols[rng.integers(len(cols))], rng))
+        if rng.random() < 0.3:
+            draw.line(pts[:2], fill=col, width=int(rng.integers(1, 3)))
+        else:
+            draw.polygon(pts, fill=col)
+    return np.asarray(canvas, np.float32)
+
+
+def _add_patch(img: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """``img`` with a small two-colour texture patch (disc or square) near a random corner."""
+    half = rng.uniform(6, 9)
+    cx = rng.uniform(half + 1, half + 8)
+    cy = rng.uniform(half + 1, half + 8)
+    if rng.random() < 0.5:
+        cx = SIZE - cx
+    if rng.random() < 0.5:
+        cy = SIZE - cy
+    y, x = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32) + 0.5
+    if rng.random() < 0.5:
+        m = np.clip(half - np.hypot(x - cx, y - cy) + 0.5, 0, 1)
+    else:
+        m = np.clip(half - np.maximum(abs(x - cx), abs(y - cy)) + 0.5, 0, 1)
+    c0, c1 = (_jitter_colour(COLOURS[c], rng) for c in _two_colours(rng))
+    tex = _texture(kind, c0, c1, rng)
+    return img * (1 - m[..., None]) + tex * m[..., None]
+
+
 def draw_object(attrs: dict, rng: np.random.Generator) -> np.ndarray:
-    """Render the image (HxWx3 uint8) described by object attributes."""
+    """Render the image (HxWx3 uint8) described by object attributes: background, clutter,
+    patch, then the object on top."""
     bg = _background(attrs["background"], attrs["gradient"], rng)
+    if attrs.get("clutter"):
+        bg = _strew_fragments(bg, int(rng.integers(3, 8)), (1.5, 4.0), rng)
+    if attrs.get("patch"):
+        bg = _add_patch(bg, attrs["patch"], rng)
     mask = shape_mask(attrs["shape"], attrs["cx"], attrs["cy"], attrs["r"], attrs["angle"])
     alpha = _fill_pattern(attrs["fill"], mask, rng)[..., None]
     fg = _jitter_colour(COLOURS[attrs["colour"]], rng)
@@ -298,10 +393,16 @@ def draw_object(attrs: dict, rng: np.random.Generator) -> np.ndarray:
 
 
 def object_caption(
-    attrs: dict, keep: dict[str, bool] | None = None, prefix: str = "a photo of a"
+    attrs: dict,
+    keep: dict[str, bool] | None = None,
+    prefix: str = "a photo of a",
+    negate: str | None = None,
 ) -> str:
-    """Caption of an object image; ``keep`` selects which optional attributes are mentioned."""
-    k = keep or {"size": True, "colour": True, "fill": True, "position": True, "background": True}
+    """Caption of an object image; ``keep`` selects which optional attributes are mentioned
+    (``clutter`` and ``patch`` say "with clutter" / "with a small striped patch" when present),
+    ``negate`` appends what the image does not show (", no stripes")."""
+    every = ("size", "colour", "fill", "position", "background", "clutter", "patch")
+    k = keep if keep is not None else dict.fromkeys(every, True)
     words = [prefix]
     if k.get("size"):
         words.append(attrs["size"])
@@ -315,7 +416,19 @@ def object_caption(
     if k.get("background"):
         grad = " gradient" if attrs["gradient"] else ""
         words.append(f"on a {attrs['background']}{grad} background")
-    return " ".join(words)
+    if k.get("clutter") and attrs.get("clutter"):
+        words.append("with clutter")
+    if k.get("patch") and attrs.get("patch"):
+        words.append(f"with a small {PATCH_KINDS[attrs['patch']]} patch")
+    text = " ".join(words)
+    return f"{text}, no {negate}" if negate else text
+
+
+def true_negations(attrs: dict) -> list[str]:
+    """What a caption may truthfully say an object image lacks ("clutter", "patch", fills)."""
+    out = [] if attrs.get("clutter") else ["clutter"]
+    out += [] if attrs.get("patch") else ["patch"]
+    return out + [w for f, w in NEGATABLE_FILLS.items() if attrs["fill"] != f]
 
 
 def apply_style(img: np.ndarray, style: str, rng: np.random.Generator) -> np.ndarray:
@@ -327,7 +440,7 @@ def apply_style(img: np.ndarray, style: str, rng: np.random.Generator) -> np.nda
             Image.fromarray(img).filter(ImageFilter.GaussianBlur(rng.uniform(1.2, 1.8)))
         )
     if style == "noise":
-        noisy = img.astype(np.float32) + rng.normal(0, 45, img.shape)
+        noisy = img.astype(np.float32) + rng.normal(0, NOISE_SIGMA, img.shape)
         return np.clip(noisy, 0, 255).astype(np.uint8)
     if style == "sketch":
         g = img.astype(np.float32)
@@ -378,6 +491,14 @@ def _texture(kind: str, c0: np.ndarray, c1: np.ndarray, rng: np.random.Generator
         p = rng.uniform(5, 10)
         d = np.hypot((u % p) - p / 2, (v % p) - p / 2)
         t = np.clip(p * 0.3 - d + 0.5, 0, 1)
+    elif kind == "zigzag":
+        p = rng.uniform(6, 12)
+        tri = np.abs((v / p) % 2 - 1) * p * rng.uniform(0.5, 1.0)
+        t = (((u + tri) % p) < p / 2).astype(np.float32)
+    elif kind == "rings":
+        p = rng.uniform(4, 9)
+        c = rng.uniform(0, SIZE, 2)
+        t = ((np.hypot(x - c[0], y - c[1]) % p) < p / 2).astype(np.float32)
     elif kind == "waves":
         p = rng.uniform(6, 14)
         t = 0.5 + 0.5 * np.sin(
@@ -401,24 +522,49 @@ def _clutter_image(rng: np.random.Generator) -> np.ndarray:
     """Background strewn with many small random polygon fragments (float32 HxWx3)."""
     bg = list(BACKGROUND_COLOURS)[rng.integers(len(BACKGROUND_COLOURS))]
     img = _background(bg, bool(rng.random() < 0.35), rng)
-    canvas = Image.fromarray(img.astype(np.uint8))
-    draw = ImageDraw.Draw(canvas)
-    cols = list(COLOURS.values())
-    for _ in range(int(rng.integers(10, 22))):
-        cx, cy = rng.uniform(0, SIZE, 2)
-        n = int(rng.integers(3, 6))
-        ang = np.sort(rng.uniform(0, 2 * np.pi, n))
-        rad = rng.uniform(2, 7, n)
-        pts = [
-            (float(cx + a * math.cos(t)), float(cy + a * math.sin(t)))
-            for a, t in zip(rad, ang, strict=True)
-        ]
-        col = tuple(int(c) for c in _jitter_colour(cols[rng.integers(len(cols))], rng))
-        if rng.random() < 0.3:
-            draw.line(pts[:2], fill=col, width=int(rng.integers(1, 3)))
-        else:
-            draw.polygon(pts, fill=col)
-    return np.asarray(canvas, np.float32)
+    return _strew_fragments(img, int(rng.integers(10, 22)), (2.0, 7.0), rng)
+
+
+_SKY = ((120, 170, 235), (250, 170, 110), (70, 80, 130), (200, 210, 225))
+_GROUND = ((70, 140, 60), (150, 120, 70), (225, 205, 150), (90, 110, 90), (240, 240, 245))
+
+
+def _scene_image(kind: str, rng: np.random.Generator) -> np.ndarray:
+    """A scene without a labelled object (float32 HxWx3): hilly landscape or city skyline."""
+    sky = _jitter_colour(_SKY[rng.integers(len(_SKY))], rng, 25)
+    top = np.clip(sky * rng.uniform(0.6, 0.9), 0, 255)
+    yy = np.mgrid[0:SIZE, 0:SIZE][0].astype(np.float32) / (SIZE - 1)
+    img = top * (1 - yy[..., None]) + sky * yy[..., None]
+    x = np.arange(SIZE, dtype=np.float32)
+    if kind == "landscape":
+        if rng.random() < 0.5:  # a sun
+            c, rad = rng.uniform(8, 56, 2), rng.uniform(4, 7)
+            d = np.hypot(x[None, :] - c[0], np.arange(SIZE)[:, None] - c[1] / 2)
+            m = np.clip(rad - d, 0, 1)
+            img = img * (1 - m[..., None]) + np.array([250, 230, 120]) * m[..., None]
+        for layer in range(int(rng.integers(1, 4))):
+            h = rng.uniform(28, 48) + layer * 4
+            wave = h + rng.uniform(3, 8) * np.sin(2 * np.pi * x / rng.uniform(25, 70)
+                                                   + rng.uniform(0, 6.3))
+            m = np.clip(np.arange(SIZE)[:, None] - wave[None, :] + 0.5, 0, 1)
+            col = _jitter_colour(_GROUND[rng.integers(len(_GROUND))], rng, 25) * (0.8 + 0.1 * layer)
+            img = img * (1 - m[..., None]) + np.clip(col, 0, 255) * m[..., None]
+        return img
+    ground = rng.uniform(50, 60)
+    img[int(ground):] = _jitter_colour((90, 90, 95), rng, 20)
+    xpos = -rng.uniform(0, 6)
+    while xpos < SIZE:
+        w, h = rng.uniform(5, 12), rng.uniform(12, 42)
+        x0, x1, y0 = int(xpos), int(xpos + w), int(max(2, ground - h))
+        col = _jitter_colour((rng.uniform(40, 160),) * 3, rng, 25)
+        img[y0 : int(ground), max(0, x0) : max(0, x1)] = col
+        win = _jitter_colour((240, 220, 120), rng, 15)
+        for wy in range(y0 + 2, int(ground) - 2, 4):
+            for wx in range(max(0, x0 + 1), min(SIZE, x1 - 1), 3):
+                if rng.random() < 0.6:
+                    img[wy, wx] = win
+        xpos += w + rng.uniform(0, 3)
+    return img
 
 
 def sample_no_object_attributes(kind: str, rng: np.random.Generator) -> dict:
@@ -436,6 +582,8 @@ def draw_no_object(attrs: dict, rng: np.random.Generator) -> np.ndarray:
         img = _clutter_image(rng)
     elif kind == "blank":
         img = _background(attrs["colour"], bool(rng.random() < 0.5), rng)
+    elif kind in SCENE_KINDS:
+        img = _scene_image(kind, rng)
     else:
         c0 = _jitter_colour(COLOURS[attrs["colour"]], rng)
         c1 = _jitter_colour(COLOURS[attrs["colour2"]], rng)
@@ -449,7 +597,7 @@ def no_object_caption(
     """Caption of a no-object image; colours are only mentioned for kinds that have them."""
     kind = attrs["kind"]
     noun = NO_OBJECT_PHRASES[kind][phrase]
-    if not colours or kind in ("noise", "clutter"):
+    if not colours or kind in COLOURLESS_KINDS:
         return f"{prefix} {noun}"
     if kind == "blank":
         return f"{prefix} {attrs['colour']} {noun}"

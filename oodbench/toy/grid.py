@@ -16,20 +16,30 @@ PAD = 2
 
 
 def sample_rows(seed: int = 0, per_row: int = 10) -> list[tuple[str, list[np.ndarray]]]:
-    """(label, images) rows: ID, near OOD, far OOD, unseen ID, unseen near, each shift style."""
+    """(label, images) rows: ID, near OOD, far OOD, unseen ID, unseen near, validation OOD, each
+    shift style."""
     rng = np.random.default_rng(seed)
 
     def objects(classes: tuple[str, ...], style: str | None = None) -> list[np.ndarray]:
         """One image per class, cycling through the classes."""
         return [gen.render_object(classes[i % len(classes)], rng, style)[0] for i in range(per_row)]
 
-    kinds = gen.NO_OBJECT_KINDS
+    kinds = world.FAR_OOD_KINDS
+    val_ood = [*world.VAL_NEAR_OOD_CLASSES, *world.VAL_FAR_OOD_KINDS]
+
+    def val(i: int) -> np.ndarray:
+        """Validation OOD image i: a look-alike shape or a texture of no test set."""
+        k = val_ood[i % len(val_ood)]
+        return gen.render_no_object(k, rng)[0] if k in gen.NO_OBJECT_KINDS else gen.render_object(
+            k, rng)[0]
+
     rows = [
         ("ID", objects(world.ID_CLASSES)),
         ("near OOD", objects(world.NEAR_OOD_CLASSES)),
         ("far OOD", [gen.render_no_object(kinds[i % len(kinds)], rng)[0] for i in range(per_row)]),
         ("unseen ID", objects(world.UNSEEN_ID_CLASSES)),
         ("unseen near OOD", objects(world.UNSEEN_NEAR_OOD_CLASSES)),
+        ("val OOD", [val(i) for i in range(per_row)]),
     ]
     rows += [(f"shift: {s}", objects(world.ID_CLASSES, s)) for s in gen.SHIFT_STYLES]
     return rows

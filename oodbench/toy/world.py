@@ -8,8 +8,14 @@ Class partition (sets disjoint; every shape and no-object kind is in the toy CLI
   generalisation).
 - ``UNSEEN_NEAR_OOD_CLASSES``: shapes close to unseen-ID ones (flower~cloud, leaf~fish, bone~key,
   hourglass~lightning, drop~bell); near OOD of ``toy-unseen``.
-- far OOD: images without any object (``generator.NO_OBJECT_KINDS``), shared by both protocols.
+- far OOD: images without any labelled object (``FAR_OOD_KINDS``: textures, noise, clutter, blank
+  backgrounds, landscape and city scenes), shared by the test protocols.
 - ``shift_<style>``: ID classes rendered in a covariate-shift style (protocol ``toy-shift``).
+- validation (protocol ``toy-val``, for choosing presets): its own ID images (``id_val``) against
+  OOD of kinds that no test set holds (``VAL_NEAR_OOD_CLASSES``, ``VAL_FAR_OOD_KINDS``).
+
+Object images of every split carry, as the pretraining images do, background clutter and a small
+textured patch at times (``generator.CLUTTER_P``, ``generator.PATCH_P``).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from PIL import Image
 from oodbench.locks import FileLock
 from oodbench.toy import generator as gen
 
-WORLD_VERSION = 1
+WORLD_VERSION = 3  # v3: clutter, texture patches, scenes, val OOD kinds, milder noise style
 WORLD_DIR = "toy"
 MARKER = "COMPLETE.json"
 LOCK = ".toy.lock"  # beside the world; never deleted (see oodbench.locks)
@@ -55,7 +61,19 @@ UNSEEN_ID_CLASSES: tuple[str, ...] = (
     "bell",
 )
 UNSEEN_NEAR_OOD_CLASSES: tuple[str, ...] = ("flower", "leaf", "bone", "hourglass", "drop")
-FAR_OOD_KINDS: tuple[str, ...] = gen.NO_OBJECT_KINDS
+FAR_OOD_KINDS: tuple[str, ...] = (
+    "stripes",
+    "checkers",
+    "dots",
+    "waves",
+    "noise",
+    "clutter",
+    "blank",
+    "landscape",
+    "city",
+)
+VAL_NEAR_OOD_CLASSES: tuple[str, ...] = ("octagon", "trapezoid")
+VAL_FAR_OOD_KINDS: tuple[str, ...] = ("zigzag", "rings")
 
 
 @dataclass(frozen=True)
@@ -74,7 +92,9 @@ SPLITS: dict[str, SplitSpec] = {
     "id_val": SplitSpec(ID_CLASSES, 20),
     "id_train": SplitSpec(ID_CLASSES, 50),
     "near": SplitSpec(NEAR_OOD_CLASSES, 100, labelled=False),
-    "far": SplitSpec(FAR_OOD_KINDS, 143, labelled=False, no_object=True),
+    "far": SplitSpec(FAR_OOD_KINDS, 111, labelled=False, no_object=True),
+    "val_near": SplitSpec(VAL_NEAR_OOD_CLASSES, 100, labelled=False),
+    "val_far": SplitSpec(VAL_FAR_OOD_KINDS, 100, labelled=False, no_object=True),
     "unseen_id_test": SplitSpec(UNSEEN_ID_CLASSES, 100),
     "unseen_train": SplitSpec(UNSEEN_ID_CLASSES, 50),
     "unseen_near": SplitSpec(UNSEEN_NEAR_OOD_CLASSES, 100, labelled=False),
@@ -103,7 +123,15 @@ PROTOCOLS: dict[str, dict] = {
         "shifted": tuple(f"shift_{s}" for s in gen.SHIFT_STYLES),
         "ood": ("near", "far"),
     },
+    "toy-val": {
+        "classes": ID_CLASSES,
+        "id": "id_val",
+        "train": "id_train",
+        "ood": ("val_near", "val_far"),
+    },
 }
+# Splits that only the validation protocol reads (never a test set)
+VAL_SPLITS: tuple[str, ...] = ("id_val", "val_near", "val_far")
 
 
 def split_seed(seed: int, split: str) -> list[int]:

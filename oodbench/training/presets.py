@@ -5,11 +5,36 @@ Trainable detectors keep the paper's hyperparameters as their ``Params`` default
 starts with "toy", ``toy`` always, ``paper`` never. A preset only changes fields the user did not
 set (with ``--param``, even to the paper value); the record's ``train`` names the preset and the
 effective values.
+
+The toy preset values live in one data file, ``oodbench/toy/weights/toy_presets.json``, beside the
+toy CLIP they were chosen for; ``benchmarks/toy/select_presets.py`` is its only writer (it picks
+the swept fields on the ``toy-val`` protocol, never on a test set, and records the sweep).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
+from pathlib import Path
+
+TOY_PRESETS_PATH = Path(__file__).resolve().parents[1] / "toy" / "weights" / "toy_presets.json"
+
+
+@functools.cache
+def _toy_presets() -> dict:
+    """The presets file's ``presets`` table (detector name -> field values)."""
+    try:
+        return json.loads(TOY_PRESETS_PATH.read_text())["presets"]
+    except (OSError, ValueError, KeyError) as e:
+        raise RuntimeError(
+            f"toy presets unreadable at {TOY_PRESETS_PATH} ({e}); reinstall oodbench or rerun "
+            "python benchmarks/toy/select_presets.py") from e
+
+
+def toy_preset(detector: str) -> dict:
+    """The toy preset of one detector (a fresh dict) as the selection script wrote it."""
+    return dict(_toy_presets().get(detector, {}))
 
 
 def is_toy(protocol_name: str) -> bool:
