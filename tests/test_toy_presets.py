@@ -25,13 +25,14 @@ def script():
 
 
 def test_detectors_read_their_toy_preset_from_the_file():
-    from oodbench.detectors import clipn, krnft, lapt, local_prompt, locoop
+    from oodbench.detectors import adaneg, clipn, krnft, lapt, local_prompt, locoop
 
     data = json.loads(TOY_PRESETS_PATH.read_text())["presets"]
     assert locoop.TOY_PRESET == data["locoop"]
     assert local_prompt.TOY_PRESET == data["local-prompt"]
     assert krnft.TOY_PRESET == data["krnft"]
     assert lapt.TOY_PRESET == data["lapt"]
+    assert adaneg.TOY_PRESET == data["adaneg"]
     assert clipn.CLIPNParams().toy_steps == data["clipn"]["toy_steps"]
     assert clipn.TOY_GLOBAL_BATCH == data["clipn"]["toy_batch"]
     assert toy_preset("locoop") is not toy_preset("locoop")  # a fresh dict each time

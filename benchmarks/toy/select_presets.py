@@ -51,6 +51,7 @@ FIXED: dict[str, dict] = {
     "lapt": {"n_neg_train": 60, "n_neg_test": 120, "test_groups": 10, "batch_size": 16,
              "shots": 8},
     "clipn": {"toy_batch": 256},
+    "adaneg": {},
 }
 # The swept fields: two values each, the paper's (or the old toy preset's) and one other.
 GRID: dict[str, dict[str, list]] = {
@@ -59,6 +60,8 @@ GRID: dict[str, dict[str, list]] = {
     "krnft": {"lambda_kd": [300.0, 3000.0], "lr": [1e-3, 3e-4]},
     "lapt": {"epochs": [10.0, 20.0]},
     "clipn": {"toy_steps": [25, 50]},
+    # the toy corpus has about 500 words: the paper's 10,000 negatives would be all of them
+    "adaneg": {"n_neg": [60, 120]},
 }
 # Preset keys that are not detector fields, and the field each one is passed as
 RUN_FIELD = {("clipn", "toy_batch"): "batch_size"}

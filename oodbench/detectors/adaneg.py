@@ -45,7 +45,7 @@ from oodbench.detectors.neglabel import (
 )
 from oodbench.errors import ConfigError
 from oodbench.registry import DETECTORS
-from oodbench.training.presets import apply_preset, preset_name
+from oodbench.training.presets import apply_preset, preset_name, toy_preset
 
 ENTROPY_EPS = 1e-8  # the official -(p * log(p + 1e-8)).sum()
 
@@ -88,7 +88,7 @@ class AdaNegParams(DetectorParams):
 
 
 # The toy corpus has about 500 words: 10,000 negatives would be all of them, near-ID ones too.
-TOY_PRESET = {"n_neg": 120}
+TOY_PRESET = toy_preset("adaneg")  # benchmarks/toy/select_presets.py writes it
 
 
 def group_mass(logits: torch.Tensor, n_id: int, ngroups: int, perm: torch.Tensor) -> torch.Tensor:
