@@ -99,6 +99,9 @@ class CSPParams(DetectorParams):
     ngroups: int = 100
     temperature: float = 0.01
     group_seed: int = 0
+    # ablation switch, not in the official config: False encodes the adjectives as plain words
+    # under the noun prompts (as NegLabel's pool has them), without their superclasses
+    conjugated: bool = True
 
     def validate(self) -> None:
         require(0.0 <= self.percentile <= 1.0, "percentile",
@@ -162,10 +165,13 @@ class CSP(NegLabel):
         """Encode the pool, keep the least ID-like ``fraction`` of nouns and of adjectives."""
         p = self.params
         corpus, nouns, adjectives = self.pool(ctx.protocol.name)
-        conjugated = conjugate(adjectives, csp_templates("superclass"), p.pool_seed)
+        if p.conjugated:
+            second = (conjugate(adjectives, csp_templates("superclass"), p.pool_seed),
+                      csp_templates("adjective"))
+        else:
+            second = (list(adjectives), csp_templates("noun"))
         parts = []
-        for words, templates in ((nouns, csp_templates("noun")),
-                                 (conjugated, csp_templates("adjective"))):
+        for words, templates in ((nouns, csp_templates("noun")), second):
             feats = encode_ensemble(ctx.encode_text, words, templates)
             if not len(words):
                 parts.append(([], feats.reshape(0, self.id_text.shape[1])))
@@ -178,6 +184,7 @@ class CSP(NegLabel):
         info = {"corpus": corpus, "corpus_sha256": corpus_sha256(nouns, adjectives),
                 "percentile": p.percentile, "fraction": p.fraction,
                 "max_similarity": p.max_similarity, "pool_seed": p.pool_seed,
+                "conjugated": p.conjugated,
                 "excluded_files": list(p.exclude_files) if corpus == "neglabel" else [],
                 "candidates": {"nouns": len(nouns), "adjectives": len(adjectives)}}
         return NegativeLabels(noun_words + adj_words, features, len(noun_words), len(adj_words),
