@@ -35,6 +35,7 @@ import torch
 
 from oodbench.detectors.base import Detector
 from oodbench.errors import ConfigError
+from oodbench.features.scores import score_arrays
 
 SCOPES = ("per-set", "all-sets")
 ORDER_RULE = ("torch.randperm(n, generator=torch.Generator().manual_seed(order_seed)) over the "
@@ -57,18 +58,7 @@ def score_stream(det: Detector, arrays: dict[str, np.ndarray], device: torch.dev
     """Reset ``det`` and feed it ``arrays`` (rows already in stream order) in consecutive batches
     of ``batch``: float64 scores and int64 predictions, in stream order."""
     det.reset_stream()
-    n = len(next(iter(arrays.values())))
-    scores, preds = [], []
-    with torch.inference_mode():
-        for i in range(0, n, batch):
-            fb = {k: torch.from_numpy(np.array(v[i : i + batch])).to(device, torch.float32)
-                  for k, v in arrays.items()}
-            s, p = det.score_and_predict(fb)
-            scores.append(s.double().cpu().numpy())
-            preds.append(p.cpu().numpy().astype(np.int64))
-    if not scores:
-        return np.zeros(0), np.zeros(0, np.int64)
-    return np.concatenate(scores), np.concatenate(preds)
+    return score_arrays(det, arrays, device, batch)  # one batch at a time, in order
 
 
 @dataclass
