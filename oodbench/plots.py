@@ -126,12 +126,6 @@ def rescale(values: np.ndarray, scale: str, pooled: np.ndarray) -> np.ndarray:
     return v
 
 
-def _id_for(scores: dict[str, np.ndarray], id_set: str, ood: str) -> np.ndarray:
-    """The ID scores to set against OOD set ``ood``: those scored in ``ood``'s own stream for a
-    streaming detector (``<id>@<ood>``, features/stream.py), else the ID set's scores."""
-    return scores.get(f"{id_set}@{ood}", scores[id_set])
-
-
 def _figure(**kw):
     import matplotlib
 
@@ -142,9 +136,11 @@ def _figure(**kw):
 
 
 def _roc_figure(scores: dict[str, np.ndarray], id_set: str, ood: list[str], title: str):
+    from oodbench.features.stream import paired_scores  # lazily: it imports torch
+
     fig, ax = _figure(figsize=(5.5, 5))
     for name in ood:
-        fpr, tpr = roc_points(_id_for(scores, id_set, name), scores[name])
+        fpr, tpr = roc_points(paired_scores(scores, id_set, name), scores[name])
         ax.plot(fpr, tpr, label=name)
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
     ax.axhline(0.95, color="grey", lw=0.8, ls="--")
@@ -159,8 +155,10 @@ def _hist_figure(scores: dict[str, np.ndarray], id_set: str, ood: list[str], tit
                  shifted: Sequence[str] = ()):
     from matplotlib.ticker import MaxNLocator
 
-    panels = [(name, [(f"{id_set}@{name}" if f"{id_set}@{name}" in scores else id_set, "ID"),
-                      (name, "OOD")]) for name in ood]
+    from oodbench.features.stream import paired_name  # lazily: it imports torch
+
+    panels = [(name, [(paired_name(id_set, name) if paired_name(id_set, name) in scores
+                       else id_set, "ID"), (name, "OOD")]) for name in ood]
     if shifted:  # the shifted-ID sets count as ID: how far their scores drift from ID's
         panels.append(("shifted ID", [(id_set, "ID")] + [(s, "shifted ID") for s in shifted]))
     pooled = np.concatenate([scores[s] for s in dict.fromkeys([id_set, *ood, *shifted])])
@@ -192,11 +190,13 @@ def _hist_figure(scores: dict[str, np.ndarray], id_set: str, ood: list[str], tit
 
 def _overlay_figure(curves: list[tuple[str, dict[str, np.ndarray]]], layout: Layout):
     """Every row's ROC of ID against all OOD sets pooled, on one axis."""
+    from oodbench.features.stream import paired_name  # lazily: it imports torch
+
     fig, ax = _figure(figsize=(6, 5.5))
     for label, scores in curves:
         sets = [s for s in layout.ood_sets if s in scores]
         ood = np.concatenate([scores[s] for s in sets])
-        paired = [f"{layout.id_set}@{s}" for s in sets]  # a streaming detector's per-set ID
+        paired = [paired_name(layout.id_set, s) for s in sets]  # a streaming detector's ID
         ids = (np.concatenate([scores[p] for p in paired]) if all(p in scores for p in paired)
                else scores[layout.id_set])
         fpr, tpr = roc_points(ids, ood)

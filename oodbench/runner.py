@@ -455,13 +455,14 @@ def run_one(
     sets = protocol.sets()
     image_log: dict = {}
     arrays = {s.name: feats.get(s, kinds, image_log) for s in sets}
-    stored = scoring.StoredScores(cache, det, seed, protocol, backbone,
-                                  {s.name: feats.manifest(s) for s in sets}, kinds, spec.decode)
-    if det.streaming:  # scores depend on the whole seeded stream: never read from the score cache
-        stored.hit = False
+    # a streaming detector's scores depend on the whole seeded stream: no score cache at all
+    stored = None if det.streaming else scoring.StoredScores(
+        cache, det, seed, protocol, backbone, {s.name: feats.manifest(s) for s in sets}, kinds,
+        spec.decode)
+    hit = stored is not None and stored.hit
     t_setup = time.perf_counter()
     text_stats: dict = {"text_hits": 0, "text_misses": 0}
-    if stored.hit:  # what setup reported (training split, checkpoint) when the scores were made
+    if hit:  # what setup reported (training split, checkpoint) when the scores were made
         info = stored.setup_info()
     else:
         info = {}
@@ -472,7 +473,7 @@ def run_one(
             info["feature_backbone"] = det.feature_backbone.key()
     t_score = time.perf_counter()
     orders: dict = {}
-    if det.streaming:
+    if stored is None:
         scores, preds, orders = _score_streaming(det, protocol, feats, arrays, seed,
                                                  backbone.device, info)
     else:
@@ -522,7 +523,7 @@ def run_one(
             "metrics": t_end - t_metrics,
             "total": extract_s + (t_end - t_setup),
         },
-        cache={"images": image_log, "scores_hit": stored.hit, **text_stats},
+        cache={"images": image_log, "scores_hit": hit, **text_stats},
         environment=env,
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         scores_file=stem.with_suffix(".npz").name,
@@ -550,23 +551,17 @@ def _score_streaming(det: Detector, protocol: Protocol, feats: Features, arrays:
     return out.scores, out.preds, out.orders
 
 
-def _paired(scores: dict[str, np.ndarray], name: str, ood: str) -> np.ndarray:
-    """``name``'s scores as scored beside OOD set ``ood`` (a per-set stream), else its own."""
-    return scores.get(streaming.paired_name(name, ood), scores[name])
-
-
 def evaluate(protocol: Protocol, scores: dict[str, np.ndarray], preds: dict[str, np.ndarray],
              labels: dict[str, np.ndarray]) -> tuple[dict, dict, float | None, dict]:
     """(metrics per OOD set, their group means, ID accuracy, shifted-ID results) of one run."""
-    per_set = {
-        o.name: M.ood_metrics(_paired(scores, protocol.id_test.name, o.name), scores[o.name])
-        for o in protocol.ood
-    }
+    paired = streaming.paired_scores
+    per_set = {o.name: M.ood_metrics(paired(scores, protocol.id_test.name, o.name), scores[o.name])
+               for o in protocol.ood}
     groups = M.summarize(per_set, protocol.groups())
     acc = M.id_accuracy(preds[protocol.id_test.name], labels[protocol.id_test.name])
     shifted = {}
     for x in protocol.extra_id:
-        sm = {o.name: M.ood_metrics(_paired(scores, x.name, o.name), scores[o.name])
+        sm = {o.name: M.ood_metrics(paired(scores, x.name, o.name), scores[o.name])
               for o in protocol.ood}
         shifted[x.name] = {
             "id_accuracy": M.id_accuracy(preds[x.name], labels[x.name]),

@@ -47,6 +47,12 @@ def paired_name(set_name: str, stream: str) -> str:
     return f"{set_name}@{stream}"
 
 
+def paired_scores(scores: dict[str, np.ndarray], set_name: str, ood: str) -> np.ndarray:
+    """``set_name``'s scores to set against OOD set ``ood``: those of ``ood``'s own stream when a
+    per-set stream scored them (:func:`paired_name`), else the set's own scores."""
+    return scores.get(paired_name(set_name, ood), scores[set_name])
+
+
 def stream_order(n: int, seed: int) -> np.ndarray:
     """(n,) int64 permutation of a stream of ``n`` images, fixed by ``seed``."""
     gen = torch.Generator().manual_seed(int(seed))
