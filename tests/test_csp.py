@@ -14,7 +14,7 @@ import torch
 
 from oodbench.data.wordnet import NEGLABEL_DIR
 from oodbench.detectors.csp import EXCLUDED_FILES, conjugate, csp_split, csp_templates
-from oodbench.detectors.negatives import capped_quantile_similarity, encode_ensemble
+from oodbench.detectors.negatives import encode_ensemble, quantile_similarity
 from oodbench.errors import ConfigError
 from oodbench.registry import DETECTORS
 
@@ -75,10 +75,10 @@ def test_similarity_cap_ranks_near_duplicates_of_an_id_class_last():
     tmp = (cand @ ids.T).double().numpy()
     expected = np.quantile(tmp, 0.95, axis=1)
     expected[tmp.max(axis=1) > 0.95] = 1.0  # L166-167
-    got = capped_quantile_similarity(cand, ids, 0.95, 0.95)
+    got = quantile_similarity(cand, ids, 0.95, cap=0.95)
     np.testing.assert_allclose(got.double().numpy(), expected, atol=1e-6)
     assert got[0] == 1.0 and got[1] < 1.0
-    no_cap = capped_quantile_similarity(cand, ids, 0.95, None)
+    no_cap = quantile_similarity(cand, ids, 0.95, cap=None)
     assert no_cap[0] < 1.0
 
 

@@ -55,6 +55,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from oodbench.detectors.negatives import encode_ensemble
 from oodbench.errors import ConfigError, short_repr
 
 GLOBAL = "global"  # (N, D) L2-normalised global image embeddings
@@ -410,8 +411,7 @@ class ZeroShotDetector(Detector):
         if templates and "template" not in self.params.given_fields():
             # a protocol's own prompts (YAML `templates`): CLIP's ensemble, the mean of the
             # normalised embeddings, normalised; an explicit `template` param still wins
-            per = [ctx.encode_text([t.format(c) for c in ctx.classnames]) for t in templates]
-            text = torch.nn.functional.normalize(torch.stack(per).float().mean(0), dim=-1)
+            text = encode_ensemble(ctx.encode_text, ctx.classnames, templates)
             ctx.info["templates"] = list(templates)
         else:
             prompts = [self.params.template.format(c) for c in ctx.classnames]

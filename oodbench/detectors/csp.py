@@ -38,9 +38,9 @@ from oodbench.detectors.negatives import (
     FRACTION,
     PERCENTILE,
     NegativeLabels,
-    capped_quantile_similarity,
     encode_ensemble,
     least_similar,
+    quantile_similarity,
 )
 from oodbench.detectors.neglabel import (
     NegLabel,
@@ -176,7 +176,7 @@ class CSP(NegLabel):
             if not len(words):
                 parts.append(([], feats.reshape(0, self.id_text.shape[1])))
                 continue
-            q = capped_quantile_similarity(feats, self.id_text, p.percentile, p.max_similarity)
+            q = quantile_similarity(feats, self.id_text, p.percentile, cap=p.max_similarity)
             keep = least_similar(q, p.fraction)
             parts.append(([words[i] for i in keep.tolist()], feats[keep.to(feats.device)]))
         (noun_words, noun_feats), (adj_words, adj_feats) = parts

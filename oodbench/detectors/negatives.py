@@ -61,12 +61,18 @@ class NegativeLabels:
 
 
 def quantile_similarity(candidates: torch.Tensor, ids: torch.Tensor, q: float = PERCENTILE,
-                        chunk: int = 4096) -> torch.Tensor:
-    """(M,) float32: per candidate, the q-quantile of its cosines to the ID embeddings."""
+                        chunk: int = 4096, cap: float | None = None) -> torch.Tensor:
+    """(M,) float32: per candidate, the q-quantile of its cosines to the ID embeddings; with
+    ``cap``, a candidate whose largest cosine exceeds it gets 1.0 (ranked last: CSP's rule)."""
     cand = candidates.float()
     idt = ids.to(cand.device, torch.float32).T
-    out = [torch.quantile(cand[i : i + chunk] @ idt, q, dim=1, interpolation="linear")
-           for i in range(0, len(cand), chunk)]
+    out = []
+    for i in range(0, len(cand), chunk):
+        sim = cand[i : i + chunk] @ idt
+        qs = torch.quantile(sim, q, dim=1, interpolation="linear")
+        if cap is not None:
+            qs = torch.where(sim.max(dim=1).values > cap, torch.ones_like(qs), qs)
+        out.append(qs)
     return torch.cat(out) if out else torch.empty(0, device=cand.device)
 
 
@@ -152,17 +158,3 @@ def encode_ensemble(encode_text: EncodeText, words: Sequence[str],
     prompts = [t.format(w) for w in words for t in templates]
     feats = encode_text(prompts).float().reshape(len(words), len(templates), -1).mean(dim=1)
     return feats / feats.norm(dim=-1, keepdim=True)
-
-
-def capped_quantile_similarity(candidates: torch.Tensor, ids: torch.Tensor,
-                               q: float = PERCENTILE, cap: float | None = None,
-                               chunk: int = 4096) -> torch.Tensor:
-    """:func:`quantile_similarity`, with the candidates whose largest cosine to an ID embedding
-    exceeds ``cap`` set to 1.0 (ranked last: CSP's rule; ``None`` applies no cap)."""
-    sim = quantile_similarity(candidates, ids, q, chunk)
-    if cap is None or not len(sim):
-        return sim
-    idt = ids.to(candidates.device, torch.float32).T
-    top = torch.cat([(candidates[i : i + chunk].float() @ idt).max(dim=1).values
-                     for i in range(0, len(candidates), chunk)])
-    return torch.where(top > cap, torch.ones_like(sim), sim)
