@@ -107,7 +107,7 @@ def score(detector: str, id_features: Any, ood_features: Any, *,
     detectors that encode only the class prompts: mcm, msp, maxlogit, energy, gl-mcm without local
     features) or a callable ``encode(list of prompts) -> (P, D)`` (e.g. your CLIP text tower),
     which every zero-shot detector can use (``classnames`` then required). ``id_labels`` gives ID
-    accuracy. Detectors that train or need patch features run through :func:`evaluate` instead.
+    accuracy. Detectors that train, need patch features or stream run through :func:`evaluate`.
     """
     import torch
 
@@ -122,6 +122,10 @@ def score(detector: str, id_features: Any, ood_features: Any, *,
             f"detector {detector!r} needs {sorted(set(det.needs) - {GLOBAL})} besides global "
             "features (a training split or patch features); run it with oodbench.evaluate on a "
             "protocol instead")
+    if det.streaming:
+        raise ConfigError(
+            f"detector {detector!r} is streaming (its scores depend on a seeded ID + OOD stream, "
+            "features/stream.py); run it with oodbench.evaluate on a protocol instead")
     ood = dict(ood_features) if isinstance(ood_features, Mapping) else {"OOD": ood_features}
     arrays = {"ID": _matrix(id_features, "id_features"),
               **{k: _matrix(v, f"ood_features[{k!r}]") for k, v in ood.items()}}
@@ -168,13 +172,10 @@ class _Classes:
 
 
 def _matrix(x: Any, what: str) -> np.ndarray:
-    try:
-        import torch
+    import torch
 
-        if isinstance(x, torch.Tensor):
-            x = x.detach().cpu().numpy()
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
     a = np.asarray(x, dtype=np.float32)
     if a.ndim != 2 or not np.isfinite(a).all():
         raise ConfigError(f"score(): {what} must be a finite (N, D) array, got shape {a.shape}")

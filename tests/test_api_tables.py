@@ -127,6 +127,8 @@ def test_score_on_a_users_own_features_follows_mcm():
     assert out.metrics.loc[0, "auroc"] > 70  # ID images lean on a class text, noise does not
     with pytest.raises(oodbench.api.ConfigError, match="pass text=your_text_encoder"):
         oodbench.score("neglabel", id_x, ood_x, text=text)
+    with pytest.raises(oodbench.api.ConfigError, match="streaming"):  # needs its seeded stream
+        oodbench.score("adaneg", id_x, ood_x, text=text, classnames=list("abcd"))
 
 
 def test_plots_overlay_and_saturated_histograms(tmp_path):
